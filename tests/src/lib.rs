@@ -1,1 +1,338 @@
+//! Harness for end-to-end tests: the real binaries as processes on free ports, each test
+//! on a database of its own, talked to over real HTTP.
 
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use sqlx::{Connection, PgConnection};
+
+pub const ADMIN_KEY: &str = "e2e-operator-key-0123456789";
+pub const INTERNAL_TOKEN: &str = "e2e-internal-token-0123456789";
+
+/// The workspace's build directory holding the binaries (`cargo build --workspace --bins`).
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> anyhow::Result<Self> {
+        let base = std::env::var("DATABASE_URL")
+            .context("DATABASE_URL must point at the test Postgres")?;
+        let server = base
+            .rsplit_once('/')
+            .map(|(s, _)| s.to_owned())
+            .context("DATABASE_URL has no database")?;
+        let name = format!("mercato_e2e_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&format!("{server}/postgres")).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        Ok(Self {
+            url: format!("{server}/{name}"),
+            server,
+            name,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Dropping needs async; a short-lived runtime on its own thread keeps Drop simple.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running binary, killed when dropped. Its output goes to `target/e2e-logs/`.
+pub struct Process {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Process {
+    pub fn start(
+        bin_name: &str,
+        args: &[&str],
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let path = bin(bin_name)?;
+        let logs = path.parent().context("bin dir")?.join("e2e-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{bin_name}-{port}.log")))?;
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut command = Command::new(&path);
+        command
+            .args(args)
+            .env("MERCATO_CONFIG_DIR", config)
+            .env("MERCATO_ENV", "test")
+            .env("MERCATO__SERVER__PORT", port.to_string())
+            .env("MERCATO__LOG__FORMAT", "json")
+            .env("MERCATO_ADMIN_KEY", ADMIN_KEY)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        Ok(Self {
+            name: bin_name.to_owned(),
+            port,
+            child,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited early with {status}", self.name);
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} was not ready within 60 s", self.name)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("could not signal {}", self.name);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} did not stop within 30 s of SIGTERM", self.name)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a binary to completion (a one-shot like `mercato migrate`).
+pub fn run_once(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut command = Command::new(bin(bin_name)?);
+    command
+        .args(args)
+        .env("MERCATO_CONFIG_DIR", config)
+        .env("MERCATO_ENV", "test");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!(
+            "{bin_name} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The walkthrough a new user follows, through whatever `base` URL fronts the API:
+/// operator creates a tenant and keys, the tenant loads customers, pages through them and
+/// reads one; roles, tenants and revocation are enforced.
+pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{base}{p}");
+    let tenant: Value = c
+        .post(url("/v1/admin/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "Walkthrough Shop"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let tenant_id = tenant["id"].as_str().context("tenant id")?;
+    let key_of = |role: &'static str| {
+        let c = c.clone();
+        let u = url(&format!("/v1/admin/tenants/{tenant_id}/keys"));
+        async move {
+            let issued: Value = c
+                .post(u)
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"name": role, "role": role}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            anyhow::Ok((
+                issued["key"].as_str().context("key")?.to_owned(),
+                issued["id"].as_str().context("id")?.to_owned(),
+            ))
+        }
+    };
+    let (writer, writer_id) = key_of("writer").await?;
+    let (reader, _) = key_of("reader").await?;
+
+    let batch: Value = c
+        .post(url("/v1/profiling/customers/batch"))
+        .bearer_auth(&writer)
+        .json(&json!({"items": [
+            {"external_id": "c1", "email": "One@Example.com", "country": "de"},
+            {"external_id": "c2", "email": "broken"},
+            {"external_id": "c3", "phone": "+49 151 1234 5678"},
+            {"external_id": "c4", "consent": {"email": true}}
+        ]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        batch["accepted"] == 3 && batch["rejected"] == 1,
+        "batch result {batch}"
+    );
+    anyhow::ensure!(
+        batch["items"][1]["errors"][0]["field"] == "items[1].email",
+        "batch result {batch}"
+    );
+
+    let first: Value = c
+        .get(url("/v1/profiling/customers?limit=2"))
+        .bearer_auth(&reader)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let cursor = first["next_cursor"].as_str().context("a second page")?;
+    let second: Value = c
+        .get(url(&format!(
+            "/v1/profiling/customers?limit=2&cursor={cursor}"
+        )))
+        .bearer_auth(&reader)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ids: Vec<&str> = first["items"]
+        .as_array()
+        .into_iter()
+        .chain(second["items"].as_array())
+        .flatten()
+        .filter_map(|c| c["external_id"].as_str())
+        .collect();
+    anyhow::ensure!(ids == ["c1", "c3", "c4"], "pages held {ids:?}");
+    anyhow::ensure!(second["next_cursor"].is_null(), "no third page");
+    anyhow::ensure!(
+        first["items"][0]["email"] == "one@example.com" && first["items"][0]["country"] == "DE"
+    );
+
+    let id = first["items"][0]["id"].as_str().context("id")?;
+    let one = c
+        .get(url(&format!("/v1/profiling/customers/{id}")))
+        .bearer_auth(&reader)
+        .send()
+        .await?;
+    anyhow::ensure!(one.status() == StatusCode::OK);
+
+    let forbidden = c
+        .post(url("/v1/profiling/customers"))
+        .bearer_auth(&reader)
+        .json(&json!({"external_id": "c9"}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        forbidden.status() == StatusCode::FORBIDDEN,
+        "reader wrote: {}",
+        forbidden.status()
+    );
+
+    c.delete(url(&format!(
+        "/v1/admin/tenants/{tenant_id}/keys/{writer_id}"
+    )))
+    .bearer_auth(ADMIN_KEY)
+    .send()
+    .await?
+    .error_for_status()?;
+    let revoked = c
+        .get(url("/v1/profiling/customers"))
+        .bearer_auth(&writer)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        revoked.status() == StatusCode::UNAUTHORIZED,
+        "revoked key answered {}",
+        revoked.status()
+    );
+    Ok(())
+}

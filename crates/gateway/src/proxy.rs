@@ -139,8 +139,12 @@ async fn forward_inner(state: &GatewayState, req: Request) -> Result<Response, A
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    parts.uri = format!("{base}{path_and_query}")
-        .parse()
+    let mut uri = Uri::builder().path_and_query(path_and_query);
+    if let (Some(scheme), Some(authority)) = (base.scheme(), base.authority()) {
+        uri = uri.scheme(scheme.clone()).authority(authority.clone());
+    }
+    parts.uri = uri
+        .build()
         .map_err(|_| ApiError::bad_request("path", "cannot be forwarded"))?;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
