@@ -252,10 +252,10 @@ async fn cancelling_stops_a_running_job(pool: PgPool) {
 
 async fn jobs_server(pool: &PgPool) -> TestServer {
     let s = settings();
-    let mut parts = vec![ServiceParts::routes(
+    let parts = vec![ServiceParts::routes(
         mercato_platform::jobs::routes::router(pool.clone()),
     )];
-    TestServer::spawn(standalone_app(&s, pool, &mut parts)).await
+    TestServer::spawn(standalone_app(&s, pool, parts)).await
 }
 
 #[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]

@@ -41,7 +41,7 @@ async fn profiling_alone(pool: &PgPool) -> TestServer {
     let parts = mercato_profiling::parts(pool.clone(), Arc::new(s.clone()))
         .await
         .expect("parts");
-    TestServer::spawn(standalone_app(&s, pool, &mut vec![parts])).await
+    TestServer::spawn(standalone_app(&s, pool, vec![parts])).await
 }
 
 /// An upstream that streams three SSE events 300 ms apart.

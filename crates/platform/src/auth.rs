@@ -163,6 +163,9 @@ fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Key hash -> the tenant it resolved to (or `None`: unknown) and when that was learnt.
+type KeyCache = HashMap<Vec<u8>, (Option<TenantContext>, Instant)>;
+
 /// Verifies bearer keys against `platform.api_keys`, remembering answers briefly so the
 /// hot path needs no query. Revocation through this process evicts at once.
 #[derive(Clone)]
@@ -170,7 +173,7 @@ pub struct KeyVerifier {
     pool: PgPool,
     admin_key_hash: Option<Vec<u8>>,
     ttl: Duration,
-    cache: Arc<Mutex<HashMap<Vec<u8>, (Option<TenantContext>, Instant)>>>,
+    cache: Arc<Mutex<KeyCache>>,
 }
 
 impl KeyVerifier {

@@ -202,6 +202,25 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     })
 }
 
+/// Deserializes one item of a batch, naming fields under `prefix` (`items[3].`), so one bad
+/// item is reported on its own instead of failing the whole request.
+pub fn item_from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.into_inner().to_string());
+        let field = field_from_message(&path, &message);
+        let field = if field == "body" {
+            prefix.trim_end_matches('.').to_owned()
+        } else {
+            format!("{prefix}{field}")
+        };
+        FieldError::new(field, message)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,23 +283,4 @@ mod tests {
         let err = parse_query::<Page>("limt=3").expect_err("unknown");
         assert_eq!(field_of(err), "limt");
     }
-}
-
-/// Deserializes one item of a batch, naming fields under `prefix` (`items[3].`), so one bad
-/// item is reported on its own instead of failing the whole request.
-pub fn item_from_value<T: DeserializeOwned>(
-    value: serde_json::Value,
-    prefix: &str,
-) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let message = strip_position(&err.into_inner().to_string());
-        let field = field_from_message(&path, &message);
-        let field = if field == "body" {
-            prefix.trim_end_matches('.').to_owned()
-        } else {
-            format!("{prefix}{field}")
-        };
-        FieldError::new(field, message)
-    })
 }

@@ -55,13 +55,13 @@ pub fn authenticator(settings: &Settings, pool: &PgPool, accept_internal: bool) 
 
 /// Builds the app of a service running alone: its routes behind authentication, the jobs
 /// routes, health, and the shared middleware stack.
-pub fn standalone_app(settings: &Settings, pool: &PgPool, parts: &mut Vec<ServiceParts>) -> Router {
+pub fn standalone_app(settings: &Settings, pool: &PgPool, parts: Vec<ServiceParts>) -> Router {
     let auth = authenticator(settings, pool, true);
     let mut v1 = OpenApiRouter::new();
     let mut checks = Vec::new();
-    for part in parts.iter_mut() {
-        v1 = v1.merge(std::mem::take(&mut part.routes));
-        checks.append(&mut part.ready_checks);
+    for part in parts {
+        v1 = v1.merge(part.routes);
+        checks.extend(part.ready_checks);
     }
     let (v1, _) = v1.split_for_parts();
     let v1 = v1.layer(middleware::from_fn_with_state(auth, require_caller));
@@ -133,7 +133,7 @@ where
     let settings = Arc::new(settings);
     let parts = build(pool.clone(), settings.clone()).await?;
     let jobs = parts.jobs.clone();
-    let app = standalone_app(&settings, &pool, &mut vec![parts]);
+    let app = standalone_app(&settings, &pool, vec![parts]);
     tracing::info!(service = name, "service ready");
     run(&settings, &pool, app, jobs).await
 }
