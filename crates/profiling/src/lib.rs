@@ -15,6 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod db;
 pub mod domain;
+pub mod ingest;
+pub mod jobs;
 pub mod routes;
 mod state;
 
@@ -22,7 +24,13 @@ pub use state::AppState;
 
 /// Every route of the service, before its state is applied.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(routes::customers::routes())
+    OpenApiRouter::new()
+        .merge(routes::customers::routes())
+        .merge(routes::events::routes())
+        .merge(routes::products::routes())
+        .merge(routes::profiles::routes())
+        .merge(routes::segments::routes())
+        .merge(routes::value::routes())
 }
 
 pub fn router(state: AppState) -> OpenApiRouter {
@@ -35,6 +43,12 @@ pub fn openapi() -> OpenApi {
 
 /// The routes, job handlers and readiness checks this service adds to a process.
 pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<ServiceParts> {
-    let state = AppState { pool, settings };
-    Ok(ServiceParts::routes(router(state)))
+    let state = AppState {
+        pool: pool.clone(),
+        settings,
+    };
+    let mut parts = ServiceParts::routes(router(state));
+    parts.jobs.push(Arc::new(jobs::RecomputeProfiles));
+    parts.jobs.push(Arc::new(jobs::FitClv));
+    Ok(parts)
 }

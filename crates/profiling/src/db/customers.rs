@@ -148,3 +148,83 @@ pub async fn list(
     .fetch_all(db)
     .await
 }
+
+/// Merges `source` into `target`: contact fields fill the target's gaps, traits merge (the
+/// target's win), consent per channel is the AND of both (a merge never widens consent:
+/// a refusal or an unstated answer on either side stays), and everything recorded about the
+/// source moves to the target. The source's external id becomes an alias of the target.
+/// Returns false when either customer does not exist for this tenant.
+pub async fn merge(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    target: Uuid,
+    source: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let mut ids = [target, source];
+    ids.sort();
+    let locked = sqlx::query_scalar!(
+        "SELECT id FROM profiling.customers WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+        tenant_id,
+        &ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if locked.len() != 2 {
+        return Ok(false);
+    }
+    sqlx::query!(
+        r#"UPDATE profiling.customers t SET
+             email = coalesce(t.email, s.email), phone = coalesce(t.phone, s.phone),
+             first_name = coalesce(t.first_name, s.first_name), last_name = coalesce(t.last_name, s.last_name),
+             locale = coalesce(t.locale, s.locale), country = coalesce(t.country, s.country),
+             birth_year = coalesce(t.birth_year, s.birth_year),
+             consent_email = t.consent_email AND s.consent_email,
+             consent_sms = t.consent_sms AND s.consent_sms,
+             consent_push = t.consent_push AND s.consent_push,
+             consent_ai = t.consent_ai AND s.consent_ai,
+             traits = s.traits || t.traits, updated_at = now()
+           FROM profiling.customers s
+           WHERE t.tenant_id = $1 AND t.id = $2 AND s.tenant_id = $1 AND s.id = $3"#,
+        tenant_id,
+        target,
+        source
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE profiling.events SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        tenant_id,
+        target,
+        source
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("UPDATE profiling.identities SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3", tenant_id, target, source)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!(
+        "UPDATE profiling.customer_aliases SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        tenant_id,
+        target,
+        source
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO profiling.customer_aliases (tenant_id, external_id, customer_id)
+           SELECT tenant_id, external_id, $2 FROM profiling.customers WHERE tenant_id = $1 AND id = $3"#,
+        tenant_id,
+        target,
+        source
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM profiling.customers WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        source
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}

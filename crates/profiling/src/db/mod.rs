@@ -1,1 +1,8 @@
+//! Queries of the profiling service; each takes the tenant and filters on it.
+
+pub mod clv;
 pub mod customers;
+pub mod events;
+pub mod products;
+pub mod profiles;
+pub mod segments;

@@ -1,4 +1,10 @@
 //! Rules and calculations of the profiling service: no HTTP, no SQL.
 
+pub mod clv;
 pub mod contact;
 pub mod customer;
+pub mod event;
+pub mod product;
+pub mod profile;
+pub mod segment;
+pub mod value;

@@ -1,1 +1,8 @@
+//! HTTP resources of the profiling service, one file each.
+
 pub mod customers;
+pub mod events;
+pub mod products;
+pub mod profiles;
+pub mod segments;
+pub mod value;

@@ -1,0 +1,153 @@
+//! Recording events and keeping profiles current: the one path that single events, batches
+//! and identify calls go through, and the rebuild that backfills profiles from events.
+
+use std::collections::HashSet;
+
+use mercato_platform::batch::{ItemResult, ItemStatus};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    db::{events, profiles},
+    domain::{event::CleanEvent, profile},
+};
+
+/// Stores new events and adds them to their customers' profiles in one transaction.
+/// Events whose `event_id` is already stored are reported as duplicates and change nothing.
+pub async fn record_events(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    items: &[(usize, CleanEvent)],
+) -> Result<Vec<ItemResult>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let results = record_events_in(&mut tx, tenant_id, items).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+pub async fn record_events_in(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    items: &[(usize, CleanEvent)],
+) -> Result<Vec<ItemResult>, sqlx::Error> {
+    // Sorted so concurrent batches take row locks in the same order.
+    let mut external: Vec<String> = items
+        .iter()
+        .filter_map(|(_, e)| e.customer_external_id.clone())
+        .collect();
+    external.sort();
+    external.dedup();
+    let customers = events::resolve_customers(conn, tenant_id, &external).await?;
+
+    let mut anonymous: Vec<String> = items
+        .iter()
+        .filter(|(_, e)| e.customer_external_id.is_none())
+        .filter_map(|(_, e)| e.anonymous_id.clone())
+        .collect();
+    anonymous.sort();
+    anonymous.dedup();
+    let known = events::resolve_anonymous(conn, tenant_id, &anonymous).await?;
+
+    let customer_of = |e: &CleanEvent| match &e.customer_external_id {
+        Some(x) => customers.get(x).copied(),
+        None => e.anonymous_id.as_ref().and_then(|a| known.get(a).copied()),
+    };
+
+    // Events naming both ids identify the anonymous visitor.
+    let mut links: Vec<(String, Uuid)> = items
+        .iter()
+        .filter_map(|(_, e)| {
+            Some((
+                e.anonymous_id.clone()?,
+                customers.get(e.customer_external_id.as_ref()?).copied()?,
+            ))
+        })
+        .collect();
+    links.sort();
+    links.dedup_by(|a, b| a.0 == b.0);
+    let mut facts = events::link_identities(conn, tenant_id, &links).await?;
+
+    // A repeated event_id inside one batch is recorded once, like a retry.
+    let mut seen = HashSet::new();
+    let mut fresh = Vec::new();
+    let mut repeated = Vec::new();
+    for (index, event) in items {
+        if seen.insert(event.event_id.as_str()) {
+            fresh.push((*index, event));
+        } else {
+            repeated.push(*index);
+        }
+    }
+    let rows: Vec<events::NewEvent> = fresh
+        .iter()
+        .map(|(_, e)| events::NewEvent {
+            event: e,
+            customer_id: customer_of(e),
+        })
+        .collect();
+    let inserted: HashSet<String> = events::insert(conn, tenant_id, &rows)
+        .await?
+        .into_iter()
+        .collect();
+    let inserted_ids: Vec<String> = inserted.iter().cloned().collect();
+    facts.extend(events::facts_for_events(conn, tenant_id, &inserted_ids).await?);
+    profiles::apply(conn, tenant_id, &profile::deltas(&facts)).await?;
+
+    let mut results: Vec<ItemResult> = fresh
+        .iter()
+        .map(|(index, e)| ItemResult {
+            index: *index,
+            status: if inserted.contains(&e.event_id) {
+                ItemStatus::Created
+            } else {
+                ItemStatus::Duplicate
+            },
+            id: None,
+            errors: Vec::new(),
+        })
+        .collect();
+    results.extend(repeated.into_iter().map(|index| ItemResult {
+        index,
+        status: ItemStatus::Duplicate,
+        id: None,
+        errors: Vec::new(),
+    }));
+    Ok(results)
+}
+
+/// Rebuilds the profiles of these customers from their stored events.
+pub async fn rebuild_profiles(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    customer_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let facts = events::facts_for_customers(conn, tenant_id, customer_ids).await?;
+    profiles::delete(conn, tenant_id, customer_ids).await?;
+    profiles::apply(conn, tenant_id, &profile::deltas(&facts)).await
+}
+
+/// Links an anonymous id to a customer (created if new) and folds the visitor's past events
+/// into the profile. Returns the customer and how many events joined it.
+pub async fn identify(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    anonymous_id: &str,
+    external_id: &str,
+) -> Result<(Uuid, usize), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let customers =
+        events::resolve_customers(&mut tx, tenant_id, &[external_id.to_owned()]).await?;
+    let customer_id = customers
+        .get(external_id)
+        .copied()
+        .ok_or_else(|| sqlx::Error::Protocol("customer resolution returned nothing".into()))?;
+    let facts = events::link_identities(
+        &mut tx,
+        tenant_id,
+        &[(anonymous_id.to_owned(), customer_id)],
+    )
+    .await?;
+    profiles::apply(&mut tx, tenant_id, &profile::deltas(&facts)).await?;
+    tx.commit().await?;
+    Ok((customer_id, facts.len()))
+}
