@@ -117,6 +117,8 @@ pub enum ApiError {
     /// Well-formed but semantically invalid input.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("authentication required: {0}")]
@@ -162,6 +164,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -195,6 +198,7 @@ impl ApiError {
                 p.errors = errors.clone();
                 p
             }
+            Self::PayloadTooLarge(d) => Problem::for_status(status).with_detail(d.clone()),
             Self::UnsupportedMediaType(d) => {
                 Problem::new(status, "unsupported-media-type", "Unsupported media type")
                     .with_detail(d.clone())

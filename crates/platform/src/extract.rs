@@ -33,10 +33,9 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::BadRequest {
-                    detail: "body exceeds the size limit".into(),
-                    errors: vec![FieldError::new("body", "too large")],
-                },
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge("the body exceeds the size limit".into())
+                }
                 _ => ApiError::bad_request("body", rejection.body_text()),
             }
         })?;

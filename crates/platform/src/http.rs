@@ -23,7 +23,6 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::{
     cors::{AllowOrigin, Any, CorsLayer},
-    limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
@@ -31,7 +30,7 @@ use tower_http::{
 use utoipa::ToSchema;
 
 use crate::{
-    error::{PROBLEM_JSON, Problem},
+    error::{ApiError, PROBLEM_JSON, Problem},
     extract::Json,
     settings::ServerSettings,
 };
@@ -44,8 +43,12 @@ pub fn stack(router: Router, server: &ServerSettings) -> Router {
     // Install the recorder before the first request so no measurement is lost.
     prometheus();
     let request_id = HeaderName::from_static(REQUEST_ID);
+    let limits = BodyLimits {
+        default: server.body_limit_bytes,
+        bulk: server.import_limit_bytes,
+    };
     router
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(limits, limit_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(server.request_timeout_secs),
@@ -69,6 +72,54 @@ pub fn stack(router: Router, server: &ServerSettings) -> Router {
             )
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Body size limits: bulk uploads (paths with an `/imports` segment) stream to the database
+/// and get their own, larger limit.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    default: usize,
+    bulk: usize,
+}
+
+pub fn is_bulk_path(path: &str) -> bool {
+    path.split('/').any(|segment| segment == "imports")
+}
+
+async fn limit_body(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    let limit = if is_bulk_path(req.uri().path()) {
+        limits.bulk
+    } else {
+        limits.default
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge(format!("bodies here are limited to {limit} bytes"))
+            .into_response();
+    }
+    // Bodies without a length (chunked) are cut off at the limit while they stream.
+    let (parts, body) = req.into_parts();
+    next.run(Request::from_parts(
+        parts,
+        Body::new(http_body_util::Limited::new(body, limit)),
+    ))
+    .await
+}
+
+/// Whether a body read failed because it passed the size limit.
+pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
+    /// Limit for bulk uploads (`/imports` paths), which stream to the database.
+    pub import_limit_bytes: usize,
     pub cors_origins: Vec<String>,
     pub shutdown_grace_secs: u64,
 }

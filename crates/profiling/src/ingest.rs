@@ -39,6 +39,21 @@ pub async fn record_events_in(
     external.dedup();
     let customers = events::resolve_customers(conn, tenant_id, &external).await?;
 
+    // Events naming both ids identify the anonymous visitor; linking first means anonymous
+    // events earlier in the same batch already reach the customer.
+    let mut links: Vec<(String, Uuid)> = items
+        .iter()
+        .filter_map(|(_, e)| {
+            Some((
+                e.anonymous_id.clone()?,
+                customers.get(e.customer_external_id.as_ref()?).copied()?,
+            ))
+        })
+        .collect();
+    links.sort();
+    links.dedup_by(|a, b| a.0 == b.0);
+    let mut facts = events::link_identities(conn, tenant_id, &links).await?;
+
     let mut anonymous: Vec<String> = items
         .iter()
         .filter(|(_, e)| e.customer_external_id.is_none())
@@ -52,20 +67,6 @@ pub async fn record_events_in(
         Some(x) => customers.get(x).copied(),
         None => e.anonymous_id.as_ref().and_then(|a| known.get(a).copied()),
     };
-
-    // Events naming both ids identify the anonymous visitor.
-    let mut links: Vec<(String, Uuid)> = items
-        .iter()
-        .filter_map(|(_, e)| {
-            Some((
-                e.anonymous_id.clone()?,
-                customers.get(e.customer_external_id.as_ref()?).copied()?,
-            ))
-        })
-        .collect();
-    links.sort();
-    links.dedup_by(|a, b| a.0 == b.0);
-    let mut facts = events::link_identities(conn, tenant_id, &links).await?;
 
     // A repeated event_id inside one batch is recorded once, like a retry.
     let mut seen = HashSet::new();

@@ -1,11 +1,24 @@
 //! Long work of the profiling service, run by the platform job queue.
 
 use futures::future::BoxFuture;
-use mercato_platform::jobs::{JobContext, JobError, JobHandler};
+use mercato_platform::{
+    batch::ItemStatus,
+    error::FieldError,
+    extract::item_from_value,
+    jobs::{JobContext, JobError, JobHandler},
+};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::ingest;
+use crate::{
+    domain::{
+        customer::{self, CustomerInput},
+        event::EventInput,
+        import::{ImportFormat, ImportKind, csv_fields, csv_record},
+        product::ProductInput,
+    },
+    ingest,
+};
 
 const CHUNK: i64 = 500;
 
@@ -108,4 +121,210 @@ impl JobHandler for FitClv {
             )
         })
     }
+}
+
+/// `profiling.import`: validates and stores the lines of an uploaded file, chunk by chunk,
+/// through the same cleaning as the batch endpoints. Resumable: the last processed line is
+/// kept in the job's counters, so a retried import carries on where it stopped.
+pub struct Import;
+
+pub const IMPORT: &str = "profiling.import";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ImportPayload {
+    pub import_id: Uuid,
+    pub kind: ImportKind,
+    pub format: ImportFormat,
+    /// Non-blank lines stored (the CSV header included).
+    pub lines: i64,
+}
+
+/// Rejected lines kept in the job for the client to see; beyond this only counted.
+const MAX_REPORTED_REJECTS: usize = 500;
+const IMPORT_CHUNK: i64 = 1000;
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ImportCounters {
+    last_line: i64,
+    processed: i64,
+    accepted: i64,
+    rejected: i64,
+    duplicates: i64,
+    rejects: Vec<serde_json::Value>,
+}
+
+impl ImportCounters {
+    fn reject(&mut self, line: i64, errors: &[mercato_platform::error::FieldError]) {
+        self.rejected += 1;
+        if self.rejects.len() < MAX_REPORTED_REJECTS {
+            self.rejects.push(json!({"line": line, "errors": errors}));
+        }
+    }
+}
+
+impl JobHandler for Import {
+    fn kind(&self) -> &'static str {
+        IMPORT
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
+        Box::pin(async move {
+            let payload: ImportPayload = serde_json::from_value(ctx.payload().clone())
+                .map_err(|e| JobError::Fatal(format!("bad payload: {e}")))?;
+            let tenant_id = ctx.tenant_id();
+            let mut counters: ImportCounters =
+                serde_json::from_value(ctx.job.counters.clone()).unwrap_or_default();
+            let header: Option<Vec<String>> = match payload.format {
+                ImportFormat::Ndjson => None,
+                ImportFormat::Csv => {
+                    let first = sqlx::query!(
+                        "SELECT line_no, line FROM profiling.import_lines WHERE tenant_id = $1 AND import_id = $2
+                         ORDER BY line_no LIMIT 1",
+                        tenant_id,
+                        payload.import_id
+                    )
+                    .fetch_optional(&ctx.pool)
+                    .await?
+                    .ok_or_else(|| JobError::Fatal("the import's lines are gone".into()))?;
+                    let fields = csv_fields(&first.line).map_err(|e| {
+                        JobError::Fatal(format!("line {}: header {e}", first.line_no))
+                    })?;
+                    if counters.last_line < first.line_no {
+                        counters.last_line = first.line_no;
+                        counters.processed += 1;
+                    }
+                    Some(fields.iter().map(|f| f.trim().to_owned()).collect())
+                }
+            };
+            loop {
+                let rows = sqlx::query!(
+                    "SELECT line_no, line FROM profiling.import_lines
+                     WHERE tenant_id = $1 AND import_id = $2 AND line_no > $3 ORDER BY line_no LIMIT $4",
+                    tenant_id,
+                    payload.import_id,
+                    counters.last_line,
+                    IMPORT_CHUNK
+                )
+                .fetch_all(&ctx.pool)
+                .await?;
+                let Some(last) = rows.last().map(|r| r.line_no) else {
+                    break;
+                };
+                let mut values = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let parsed = match &header {
+                        None => serde_json::from_str::<serde_json::Value>(&row.line)
+                            .map_err(|e| format!("is not JSON: {e}")),
+                        Some(h) => {
+                            csv_fields(&row.line).and_then(|r| csv_record(payload.kind, h, &r))
+                        }
+                    };
+                    match parsed {
+                        Ok(v) => values.push((row.line_no, v)),
+                        Err(message) => {
+                            counters.reject(row.line_no, &[FieldError::new("line", message)])
+                        }
+                    }
+                }
+                let mut tx = ctx.pool.begin().await?;
+                import_chunk(&mut tx, tenant_id, payload.kind, values, &mut counters).await?;
+                // Parse and validation rejects of a chunk arrive in two passes; report in line order.
+                counters.rejects.sort_by_key(|r| r["line"].as_i64());
+                counters.last_line = last;
+                counters.processed += rows.len() as i64;
+                tx.commit().await?;
+                let fraction = counters.processed as f64 / payload.lines.max(1) as f64;
+                ctx.progress(
+                    fraction.min(1.0),
+                    &serde_json::to_value(&counters).unwrap_or_default(),
+                )
+                .await?;
+            }
+            sqlx::query!(
+                "DELETE FROM profiling.import_lines WHERE tenant_id = $1 AND import_id = $2",
+                tenant_id,
+                payload.import_id
+            )
+            .execute(&ctx.pool)
+            .await?;
+            Ok(json!({
+                "accepted": counters.accepted, "rejected": counters.rejected, "duplicates": counters.duplicates,
+                "lines": counters.processed, "rejects": counters.rejects,
+            }))
+        })
+    }
+}
+
+/// Validates and stores one chunk of parsed lines.
+async fn import_chunk(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    kind: ImportKind,
+    values: Vec<(i64, serde_json::Value)>,
+    counters: &mut ImportCounters,
+) -> Result<(), JobError> {
+    let now = chrono::Utc::now();
+    let year = chrono::Datelike::year(&now);
+    match kind {
+        ImportKind::Customers => {
+            let mut valid = Vec::new();
+            for (line, value) in values {
+                match item_from_value::<CustomerInput>(value, "")
+                    .map_err(|e| vec![e])
+                    .and_then(|c| c.clean("", year))
+                {
+                    Ok(c) => valid.push((line as usize, c)),
+                    Err(errors) => counters.reject(line, &errors),
+                }
+            }
+            let accepted = valid.len() as i64;
+            let (unique, _) = customer::dedupe(valid);
+            if !unique.is_empty() {
+                crate::db::customers::upsert_many(&mut *conn, tenant_id, &unique).await?;
+            }
+            counters.accepted += accepted;
+        }
+        ImportKind::Products => {
+            let mut latest = std::collections::BTreeMap::new();
+            let mut accepted = 0;
+            for (line, value) in values {
+                match item_from_value::<ProductInput>(value, "")
+                    .map_err(|e| vec![e])
+                    .and_then(|p| p.clean(""))
+                {
+                    Ok(p) => {
+                        accepted += 1;
+                        latest.insert(p.product_id.clone(), p);
+                    }
+                    Err(errors) => counters.reject(line, &errors),
+                }
+            }
+            let unique: Vec<_> = latest.into_values().collect();
+            if !unique.is_empty() {
+                crate::db::products::upsert_many(&mut *conn, tenant_id, &unique).await?;
+            }
+            counters.accepted += accepted;
+        }
+        ImportKind::Events => {
+            let mut valid = Vec::new();
+            for (line, value) in values {
+                match item_from_value::<EventInput>(value, "")
+                    .map_err(|e| vec![e])
+                    .and_then(|e| e.clean("", now))
+                {
+                    Ok(e) => valid.push((line as usize, e)),
+                    Err(errors) => counters.reject(line, &errors),
+                }
+            }
+            if !valid.is_empty() {
+                for result in ingest::record_events_in(conn, tenant_id, &valid).await? {
+                    match result.status {
+                        ItemStatus::Duplicate => counters.duplicates += 1,
+                        _ => counters.accepted += 1,
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

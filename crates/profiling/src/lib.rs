@@ -31,6 +31,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(routes::profiles::routes())
         .merge(routes::segments::routes())
         .merge(routes::value::routes())
+        .merge(routes::privacy::routes())
+        .merge(routes::imports::routes())
 }
 
 pub fn router(state: AppState) -> OpenApiRouter {
@@ -50,5 +52,6 @@ pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Serv
     let mut parts = ServiceParts::routes(router(state));
     parts.jobs.push(Arc::new(jobs::RecomputeProfiles));
     parts.jobs.push(Arc::new(jobs::FitClv));
+    parts.jobs.push(Arc::new(jobs::Import));
     Ok(parts)
 }

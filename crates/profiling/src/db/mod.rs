@@ -3,6 +3,7 @@
 pub mod clv;
 pub mod customers;
 pub mod events;
+pub mod privacy;
 pub mod products;
 pub mod profiles;
 pub mod segments;

@@ -4,6 +4,7 @@ pub mod clv;
 pub mod contact;
 pub mod customer;
 pub mod event;
+pub mod import;
 pub mod product;
 pub mod profile;
 pub mod segment;

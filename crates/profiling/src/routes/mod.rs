@@ -2,6 +2,8 @@
 
 pub mod customers;
 pub mod events;
+pub mod imports;
+pub mod privacy;
 pub mod products;
 pub mod profiles;
 pub mod segments;
