@@ -328,3 +328,81 @@ async fn import_chunk(
     }
     Ok(())
 }
+
+/// `profiling.cluster`: k-means over the tenant's profiles; stores the run and each
+/// customer's cluster (a field segments can use).
+pub struct Cluster;
+
+pub const CLUSTER: &str = "profiling.cluster";
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterParams {
+    /// Number of clusters; when absent, chosen by silhouette between `k_min` and `k_max`.
+    pub k: Option<usize>,
+    /// Default 2.
+    pub k_min: Option<usize>,
+    /// Default 8.
+    pub k_max: Option<usize>,
+    /// The same seed on the same data gives the same clusters (default 42).
+    pub seed: Option<u64>,
+}
+
+impl JobHandler for Cluster {
+    fn kind(&self) -> &'static str {
+        CLUSTER
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
+        Box::pin(async move {
+            let params: ClusterParams = serde_json::from_value(ctx.payload().clone())
+                .map_err(|e| JobError::Fatal(format!("bad payload: {e}")))?;
+            let tenant_id = ctx.tenant_id();
+            let (ids, features) = crate::db::clusters::features(&ctx.pool, tenant_id).await?;
+            let k_min = params.k_min.unwrap_or(2);
+            let k_max = params.k_max.unwrap_or(8);
+            let needed = params.k.unwrap_or(k_max).max(2) * 2;
+            if ids.len() < needed {
+                return Err(JobError::Fatal(format!(
+                    "{} customers with profiles; at least {needed} are needed",
+                    ids.len()
+                )));
+            }
+            ctx.progress(0.1, &json!({"customers": ids.len()})).await?;
+            let seed = params.seed.unwrap_or(42);
+            let result = tokio::task::spawn_blocking(move || {
+                crate::domain::cluster::cluster(&features, params.k, (k_min, k_max), seed)
+            })
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+            let run_id = Uuid::now_v7();
+            let labels: Vec<i32> = result.labels.iter().map(|l| *l as i32).collect();
+            let candidates = json!(
+                result
+                    .candidates
+                    .iter()
+                    .map(|(k, s)| json!({"k": k, "silhouette": s}))
+                    .collect::<Vec<_>>()
+            );
+            let clusters = serde_json::to_value(&result.clusters)
+                .map_err(|e| JobError::Fatal(e.to_string()))?;
+            let mut tx = ctx.pool.begin().await?;
+            crate::db::clusters::save_run(
+                &mut tx,
+                tenant_id,
+                run_id,
+                result.k as i32,
+                result.silhouette,
+                &candidates,
+                &clusters,
+                &ids,
+                &labels,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(
+                json!({"run_id": run_id, "k": result.k, "silhouette": result.silhouette, "customers": ids.len()}),
+            )
+        })
+    }
+}

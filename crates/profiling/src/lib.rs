@@ -53,5 +53,6 @@ pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Serv
     parts.jobs.push(Arc::new(jobs::RecomputeProfiles));
     parts.jobs.push(Arc::new(jobs::FitClv));
     parts.jobs.push(Arc::new(jobs::Import));
+    parts.jobs.push(Arc::new(jobs::Cluster));
     Ok(parts)
 }

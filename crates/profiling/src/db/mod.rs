@@ -1,5 +1,6 @@
 //! Queries of the profiling service; each takes the tenant and filters on it.
 
+pub mod clusters;
 pub mod clv;
 pub mod customers;
 pub mod events;

@@ -30,6 +30,7 @@ base AS (
            extract(epoch FROM now() - p.last_purchase_at)::float8 / 86400 AS recency_days,
            extract(epoch FROM now() - p.last_event_at)::float8 / 86400 AS last_activity_days,
            coalesce(p.event_count, 0)::float8 AS event_count,
+           ca.cluster::float8 AS cluster,
            (SELECT key FROM jsonb_each_text(p.channel_engagement) WHERE value::numeric > 0
             ORDER BY value::numeric DESC, key LIMIT 1) AS preferred_channel,
            (SELECT (h.i - 1)::float8 FROM unnest(p.hour_engagement) WITH ORDINALITY AS h(n, i) WHERE h.n > 0
@@ -47,6 +48,7 @@ base AS (
                + (p.revenue_total > cuts.m[3])::int + (p.revenue_total > cuts.m[4])::int END AS rfm_m
     FROM profiling.customers c
     LEFT JOIN profiling.profiles p ON p.tenant_id = c.tenant_id AND p.customer_id = c.id
+    LEFT JOIN profiling.cluster_assignments ca ON ca.tenant_id = c.tenant_id AND ca.customer_id = c.id
     CROSS JOIN cuts
     WHERE c.tenant_id = $T),
 facts AS (

@@ -1,5 +1,6 @@
 //! Rules and calculations of the profiling service: no HTTP, no SQL.
 
+pub mod cluster;
 pub mod clv;
 pub mod contact;
 pub mod customer;

@@ -75,6 +75,7 @@ pub const FIELDS: &[(&str, &str, Kind)] = &[
     ),
     ("profile.preferred_channel", "preferred_channel", Kind::Text),
     ("profile.best_hour", "best_hour", Kind::Number),
+    ("profile.cluster", "cluster", Kind::Number),
     ("rfm.r", "rfm_r", Kind::Number),
     ("rfm.f", "rfm_f", Kind::Number),
     ("rfm.m", "rfm_m", Kind::Number),

@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    db::{clv, customers, profiles},
+    db::{clusters, clv, customers, profiles},
     domain::{
         profile::{self, RfmSegment},
         value,
@@ -66,6 +66,8 @@ pub struct Profile {
     pub best_send_hour: Option<u8>,
     pub top_categories: Vec<String>,
     pub top_products: Vec<String>,
+    /// Behavioural cluster from the latest clustering run.
+    pub cluster: Option<i32>,
     /// Lifetime value from the tenant's fitted model (or the pooled prior before a fit).
     pub value: Option<CustomerValue>,
     pub updated_at: Option<DateTime<Utc>>,
@@ -110,6 +112,7 @@ impl Profile {
             best_send_hour: None,
             top_categories: Vec::new(),
             top_products: Vec::new(),
+            cluster: None,
             value: None,
             updated_at: None,
         }
@@ -154,6 +157,7 @@ impl Profile {
             best_send_hour: profile::best_hour(&row.hour_engagement),
             top_categories: profile::top(&counts(&row.category_counts), 5),
             top_products: profile::top(&counts(&row.product_counts), 5),
+            cluster: None,
             value: None,
             updated_at: Some(row.updated_at),
         }
@@ -208,8 +212,10 @@ async fn get_profile(
                 }
                 _ => None,
             };
+            let cluster = clusters::of_customer(&state.pool, ctx.tenant_id, id).await?;
             Ok(Json(Profile {
                 value,
+                cluster,
                 ..Profile::from_row(row, now)
             }))
         }
