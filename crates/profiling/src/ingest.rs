@@ -1,15 +1,19 @@
 //! Recording events and keeping profiles current: the one path that single events, batches
 //! and identify calls go through, and the rebuild that backfills profiles from events.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use mercato_platform::batch::{ItemResult, ItemStatus};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    db::{events, profiles},
-    domain::{event::CleanEvent, profile},
+    db::{customers, events, profiles},
+    domain::{
+        customer::{self, CleanCustomer},
+        event::CleanEvent,
+        profile,
+    },
 };
 
 /// Stores new events and adds them to their customers' profiles in one transaction.
@@ -151,4 +155,51 @@ pub async fn identify(
     profiles::apply(&mut tx, tenant_id, &profile::deltas(&facts)).await?;
     tx.commit().await?;
     Ok((customer_id, facts.len()))
+}
+
+/// Upserts cleaned customer records, deduplicated: an id merged into another customer lands
+/// on the survivor, a new id whose email an existing customer has joins that customer (the
+/// new id becomes an alias), and records repeating an id merge in order. Returns, per input
+/// position, the stored row.
+pub async fn upsert_customers(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    mut records: Vec<(usize, CleanCustomer)>,
+) -> Result<Vec<(usize, customers::Upserted)>, sqlx::Error> {
+    let ids: Vec<String> = records.iter().map(|(_, c)| c.external_id.clone()).collect();
+    let emails: Vec<Option<String>> = records.iter().map(|(_, c)| c.email.clone()).collect();
+    let canonical = customers::canonical_external_ids(conn, tenant_id, &ids, &emails).await?;
+    let mut rename: HashMap<String, (String, Uuid)> = HashMap::new();
+    for (incoming, target, id) in canonical {
+        rename.entry(incoming).or_insert((target, id));
+    }
+    for (_, record) in &mut records {
+        if let Some((target, id)) = rename.get(&record.external_id) {
+            customers::add_alias(conn, tenant_id, &record.external_id, *id).await?;
+            record.external_id = target.clone();
+        }
+    }
+    let positions: Vec<usize> = records.iter().map(|(i, _)| *i).collect();
+    let (unique, slot_of) = customer::dedupe(records);
+    if unique.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored = customers::upsert_many(&mut *conn, tenant_id, &unique).await?;
+    let by_external: HashMap<&str, &customers::Upserted> =
+        stored.iter().map(|s| (s.external_id.as_str(), s)).collect();
+    Ok(positions
+        .into_iter()
+        .filter_map(|index| {
+            let record = unique.get(*slot_of.get(&index)?)?;
+            let row = by_external.get(record.external_id.as_str())?;
+            Some((
+                index,
+                customers::Upserted {
+                    id: row.id,
+                    external_id: row.external_id.clone(),
+                    inserted: row.inserted,
+                },
+            ))
+        })
+        .collect())
 }

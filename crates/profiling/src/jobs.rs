@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        customer::{self, CustomerInput},
+        customer::CustomerInput,
         event::EventInput,
         import::{ImportFormat, ImportKind, csv_fields, csv_record},
         product::ProductInput,
@@ -92,13 +92,17 @@ impl JobHandler for FitClv {
         Box::pin(async move {
             let tenant_id = ctx.tenant_id();
             let buyers = crate::db::clv::summaries(&ctx.pool, tenant_id).await?;
+            let prior = crate::db::clv::pooled_prior(&ctx.pool, tenant_id)
+                .await?
+                .unwrap_or(crate::domain::value::PRIOR_BGNBD);
             ctx.progress(0.2, &json!({"buyers": buyers.len()})).await?;
             // The fit is CPU work of a fraction of a second per thousand buyers; keep it off
             // the async workers.
-            let fit = tokio::task::spawn_blocking(move || crate::domain::value::fit(&buyers))
-                .await
-                .map_err(|e| JobError::Retryable(e.to_string()))?
-                .map_err(|e| JobError::Fatal(e.to_string()))?;
+            let fit =
+                tokio::task::spawn_blocking(move || crate::domain::value::fit(&buyers, &prior))
+                    .await
+                    .map_err(|e| JobError::Retryable(e.to_string()))?
+                    .map_err(|e| JobError::Fatal(e.to_string()))?;
             let row = crate::db::clv::ClvModelRow {
                 r: fit.bgnbd.r,
                 alpha: fit.bgnbd.alpha,
@@ -278,10 +282,7 @@ async fn import_chunk(
                 }
             }
             let accepted = valid.len() as i64;
-            let (unique, _) = customer::dedupe(valid);
-            if !unique.is_empty() {
-                crate::db::customers::upsert_many(&mut *conn, tenant_id, &unique).await?;
-            }
+            ingest::upsert_customers(conn, tenant_id, valid).await?;
             counters.accepted += accepted;
         }
         ImportKind::Products => {

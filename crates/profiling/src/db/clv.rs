@@ -104,3 +104,26 @@ pub async fn summaries(
         .map(|r| (r.x, r.t_x, r.age, r.aov))
         .collect())
 }
+
+/// The geometric mean of the BG/NBD parameters of tenants whose fits stood on their own
+/// data (other than `tenant_id`): the pooled prior for tenants with little data. Only
+/// model parameters cross tenants here, never customer data.
+pub async fn pooled_prior(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+) -> Result<Option<BgNbdParams>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT exp(avg(ln(r))) AS r, exp(avg(ln(alpha))) AS alpha, exp(avg(ln(a))) AS a,
+                  exp(avg(ln(b))) AS b, count(*) AS "n!"
+           FROM profiling.clv_models WHERE NOT used_prior AND tenant_id <> $1"#,
+        tenant_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(match (row.n, row.r, row.alpha, row.a, row.b) {
+        (n, Some(r), Some(alpha), Some(a), Some(b)) if n > 0 => {
+            Some(BgNbdParams { r, alpha, a, b })
+        }
+        _ => None,
+    })
+}

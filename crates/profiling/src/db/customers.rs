@@ -228,3 +228,57 @@ pub async fn merge(
     .await?;
     Ok(true)
 }
+
+/// For incoming (external id, email) pairs, the external id each should land on: the
+/// survivor's for ids merged away (aliases), and an existing customer's for a new id whose
+/// email that customer already has. Pairs that need no change are left out.
+pub async fn canonical_external_ids(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    external_ids: &[String],
+    emails: &[Option<String>],
+) -> Result<Vec<(String, String, Uuid)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"WITH incoming AS (SELECT * FROM UNNEST($2::text[], $3::text[]) AS t(ext, email))
+           SELECT i.ext AS "incoming!", c.external_id AS "canonical!", c.id AS "id!"
+           FROM incoming i
+           JOIN profiling.customer_aliases a ON a.tenant_id = $1 AND a.external_id = i.ext
+           JOIN profiling.customers c ON c.tenant_id = $1 AND c.id = a.customer_id
+           UNION ALL
+           SELECT DISTINCT ON (i.ext) i.ext, c.external_id, c.id
+           FROM incoming i
+           JOIN profiling.customers c ON c.tenant_id = $1 AND c.email = i.email AND c.external_id <> i.ext
+           WHERE i.email IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM profiling.customers x WHERE x.tenant_id = $1 AND x.external_id = i.ext)
+             AND NOT EXISTS (SELECT 1 FROM profiling.customer_aliases y WHERE y.tenant_id = $1 AND y.external_id = i.ext)
+           ORDER BY 1, 3"#,
+        tenant_id,
+        external_ids,
+        emails as &[Option<String>]
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.incoming, r.canonical, r.id))
+        .collect())
+}
+
+/// Records `external_id` as another id of the customer.
+pub async fn add_alias(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    external_id: &str,
+    customer_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"INSERT INTO profiling.customer_aliases (tenant_id, external_id, customer_id) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, external_id) DO NOTHING"#,
+        tenant_id,
+        external_id,
+        customer_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

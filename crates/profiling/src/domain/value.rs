@@ -7,8 +7,9 @@ use super::clv::{
     expected_purchases, probability_alive,
 };
 
-/// The prior tenants start from: the published CDNOW fits (Fader, Hardie & Lee 2005), a
-/// typical retail buying pattern in weeks.
+/// The prior before any tenant has data of its own: the published CDNOW fits (Fader,
+/// Hardie & Lee 2005), a typical retail buying pattern in weeks. Once tenants have fits of
+/// their own, their geometric mean is the pooled prior (`db::clv::pooled_prior`).
 pub const PRIOR_BGNBD: BgNbdParams = BgNbdParams {
     r: 0.243,
     alpha: 4.414,
@@ -34,8 +35,9 @@ pub struct TenantFit {
     pub used_prior: bool,
 }
 
-/// Fits on (repeat purchases, t_x, T, average order value) per buyer, times in weeks.
-pub fn fit(buyers: &[(f64, f64, f64, f64)]) -> Result<TenantFit, ClvError> {
+/// Fits on (repeat purchases, t_x, T, average order value) per buyer, times in weeks,
+/// pulled toward `prior` when the tenant has few repeat buyers.
+pub fn fit(buyers: &[(f64, f64, f64, f64)], prior: &BgNbdParams) -> Result<TenantFit, ClvError> {
     let summaries: Vec<RfmSummary> = buyers
         .iter()
         .map(|(x, t_x, age, _)| RfmSummary {
@@ -52,7 +54,7 @@ pub fn fit(buyers: &[(f64, f64, f64, f64)]) -> Result<TenantFit, ClvError> {
     let used_prior = repeat.len() < OWN_DATA_REPEAT_BUYERS;
     let bg = if used_prior {
         // The pull fades as data grows: the penalty is on the total likelihood.
-        clv::fit_bgnbd_with_prior(&summaries, &PRIOR_BGNBD, 5.0)?
+        clv::fit_bgnbd_with_prior(&summaries, prior, 5.0)?
     } else {
         clv::fit_bgnbd(&summaries)?
     };
@@ -142,7 +144,7 @@ mod tests {
         let buyers: Vec<(f64, f64, f64, f64)> = (0..40)
             .map(|i| ((i % 4) as f64, (i % 4) as f64 * 5.0, 30.0, 20.0 + i as f64))
             .collect();
-        let fit = fit(&buyers).expect("fits");
+        let fit = fit(&buyers, &PRIOR_BGNBD).expect("fits");
         assert!(fit.used_prior);
         assert_eq!(fit.customers, 40);
         let active = customer_value(&fit.bgnbd, &fit.gamma_gamma, 3.0, 29.0, 30.0, 40.0);

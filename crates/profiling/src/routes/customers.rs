@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::{
     db::customers as db,
-    domain::customer::{self, CleanCustomer, Consent, CustomerInput, MAX_BATCH},
+    domain::customer::{CleanCustomer, Consent, CustomerInput, MAX_BATCH},
+    ingest,
     state::AppState,
 };
 
@@ -108,8 +109,8 @@ async fn upsert_customer(
         .clean("", current_year())
         .map_err(ApiError::Validation)?;
     let mut tx = state.pool.begin().await?;
-    let done = db::upsert_many(&mut *tx, ctx.tenant_id, std::slice::from_ref(&clean)).await?;
-    let first = done
+    let done = ingest::upsert_customers(&mut tx, ctx.tenant_id, vec![(0, clean)]).await?;
+    let (_, first) = done
         .first()
         .ok_or_else(|| ApiError::internal("upsert returned no row"))?;
     let row = db::get(&mut *tx, ctx.tenant_id, first.id)
@@ -167,19 +168,11 @@ async fn upsert_customers(
             }),
         }
     }
-    let positions: Vec<usize> = valid.iter().map(|(i, _)| *i).collect();
-    let (unique, slot_of) = customer::dedupe(valid);
-    let stored = if unique.is_empty() {
-        Vec::new()
-    } else {
-        db::upsert_many(&state.pool, ctx.tenant_id, &unique).await?
-    };
-    for index in positions {
-        let row = slot_of
-            .get(&index)
-            .and_then(|slot| unique.get(*slot))
-            .and_then(|c| stored.iter().find(|s| s.external_id == c.external_id));
-        if let Some(row) = row {
+    let mut tx = state.pool.begin().await?;
+    let stored = ingest::upsert_customers(&mut tx, ctx.tenant_id, valid).await?;
+    tx.commit().await?;
+    for (index, row) in stored {
+        {
             results.push(ItemResult {
                 index,
                 status: if row.inserted {
