@@ -131,12 +131,19 @@ async fn bad_merges_change_nothing(pool: PgPool) {
 #[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
 async fn a_new_id_with_a_known_email_joins_that_customer(pool: PgPool) {
     let api = Api::start(&pool).await;
-    api.post("/v1/profiling/customers", &json!({"external_id": "crm-1", "email": "ada@example.com"})).await;
+    api.post(
+        "/v1/profiling/customers",
+        &json!({"external_id": "crm-1", "email": "ada@example.com"}),
+    )
+    .await;
     let (status, body) = api
-        .post("/v1/profiling/customers/batch", &json!({"items": [
-            {"external_id": "shop-7", "email": " ADA@example.com ", "first_name": "Ada"},
-            {"external_id": "shop-8", "email": "bob@example.com"}
-        ]}))
+        .post(
+            "/v1/profiling/customers/batch",
+            &json!({"items": [
+                {"external_id": "shop-7", "email": " ADA@example.com ", "first_name": "Ada"},
+                {"external_id": "shop-8", "email": "bob@example.com"}
+            ]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["items"][0]["status"], "updated", "{body}");
@@ -149,18 +156,34 @@ async fn a_new_id_with_a_known_email_joins_that_customer(pool: PgPool) {
     // Events under the shop's id reach the same customer.
     api.events(json!([{"event_id": "e1", "customer_id": "shop-7", "type": "view", "timestamp": days_ago(1)}])).await;
     assert_eq!(api.profile("crm-1").await["event_count"], 1);
-    let customers: i64 = sqlx::query_scalar("SELECT count(*) FROM profiling.customers").fetch_one(&pool).await.expect("count");
+    let customers: i64 = sqlx::query_scalar("SELECT count(*) FROM profiling.customers")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(customers, 2);
 }
 
 #[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
 async fn upserting_a_merged_id_updates_the_survivor(pool: PgPool) {
     let api = Api::start(&pool).await;
-    api.post("/v1/profiling/customers/batch", &json!({"items": [{"external_id": "a"}, {"external_id": "b"}]})).await;
+    api.post(
+        "/v1/profiling/customers/batch",
+        &json!({"items": [{"external_id": "a"}, {"external_id": "b"}]}),
+    )
+    .await;
     let a = api.customer_id("a").await;
     let b = api.customer_id("b").await;
-    api.post(&format!("/v1/profiling/customers/{a}/merge"), &json!({"source_id": b})).await;
-    let (status, body) = api.post("/v1/profiling/customers", &json!({"external_id": "b", "country": "NL"})).await;
+    api.post(
+        &format!("/v1/profiling/customers/{a}/merge"),
+        &json!({"source_id": b}),
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            "/v1/profiling/customers",
+            &json!({"external_id": "b", "country": "NL"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["id"], a.as_str());
     assert_eq!(body["country"], "NL");

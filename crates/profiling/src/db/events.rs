@@ -168,6 +168,31 @@ pub async fn insert(
     Ok(rows.into_iter().map(|r| r.event_id).collect())
 }
 
+/// A stored event as the profile sees it.
+struct FactRow {
+    customer_id: Uuid,
+    kind: String,
+    occurred_at: DateTime<Utc>,
+    revenue: Option<f64>,
+    channel: Option<String>,
+    product_ids: Vec<String>,
+    categories: Vec<String>,
+}
+
+impl From<FactRow> for EventFact {
+    fn from(r: FactRow) -> Self {
+        EventFact {
+            customer_id: r.customer_id,
+            kind: r.kind,
+            occurred_at: r.occurred_at,
+            revenue: r.revenue,
+            channel: r.channel,
+            product_ids: r.product_ids,
+            categories: r.categories,
+        }
+    }
+}
+
 /// The profile facts of stored events (customer known), with product categories.
 pub async fn facts_for_events(
     conn: &mut PgConnection,
@@ -177,7 +202,8 @@ pub async fn facts_for_events(
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        FactRow,
         r#"SELECT e.customer_id AS "customer_id!", e.type AS kind, e.occurred_at, e.revenue::float8 AS revenue,
                   e.channel, e.product_ids,
                   ARRAY(SELECT p.category FROM profiling.products p
@@ -190,18 +216,7 @@ pub async fn facts_for_events(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| EventFact {
-            customer_id: r.customer_id,
-            kind: r.kind,
-            occurred_at: r.occurred_at,
-            revenue: r.revenue,
-            channel: r.channel,
-            product_ids: r.product_ids,
-            categories: r.categories,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// Every event fact of some customers, for rebuilding their profiles.
@@ -210,7 +225,8 @@ pub async fn facts_for_customers(
     tenant_id: Uuid,
     customer_ids: &[Uuid],
 ) -> Result<Vec<EventFact>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        FactRow,
         r#"SELECT e.customer_id AS "customer_id!", e.type AS kind, e.occurred_at, e.revenue::float8 AS revenue,
                   e.channel, e.product_ids,
                   ARRAY(SELECT p.category FROM profiling.products p
@@ -223,16 +239,5 @@ pub async fn facts_for_customers(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| EventFact {
-            customer_id: r.customer_id,
-            kind: r.kind,
-            occurred_at: r.occurred_at,
-            revenue: r.revenue,
-            channel: r.channel,
-            product_ids: r.product_ids,
-            categories: r.categories,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
