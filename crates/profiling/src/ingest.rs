@@ -83,6 +83,15 @@ pub async fn record_events_in(
             repeated.push(*index);
         }
     }
+    // Every named customer was resolved above; an event left with no subject would be a bug.
+    if fresh
+        .iter()
+        .any(|(_, e)| e.customer_external_id.is_some() && customer_of(e).is_none())
+    {
+        return Err(sqlx::Error::Protocol(
+            "a customer id could not be resolved".into(),
+        ));
+    }
     let rows: Vec<events::NewEvent> = fresh
         .iter()
         .map(|(_, e)| events::NewEvent {

@@ -314,3 +314,35 @@ async fn lifetime_value_is_fitted_as_a_job_and_read_in_profiles(pool: PgPool) {
             > once["value"]["predicted_clv_12m"].as_f64().expect("clv")
     );
 }
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn concurrent_batches_creating_the_same_customers_both_succeed(pool: PgPool) {
+    let api = std::sync::Arc::new(Api::start(&pool).await);
+    let mut tasks = Vec::new();
+    for client in 0..4 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let items: Vec<_> = (0..200)
+                    .map(|i| json!({"event_id": format!("{client}-{round}-{i}"), "customer_id": format!("c{}", (i + round * 7) % 120),
+                                    "type": "view", "timestamp": days_ago(1)}))
+                    .collect();
+                let body = api.events(json!(items)).await;
+                assert_eq!(body["accepted"], 200, "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let customers: i64 = sqlx::query_scalar("SELECT count(*) FROM profiling.customers")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(customers, 120);
+    let events: i64 = sqlx::query_scalar("SELECT sum(event_count)::int8 FROM profiling.profiles")
+        .fetch_one(&pool)
+        .await
+        .expect("sum");
+    assert_eq!(events, 4000);
+}

@@ -41,7 +41,30 @@ pub async fn resolve_customers(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.external_id, r.id)).collect())
+    let mut found: HashMap<String, Uuid> =
+        rows.into_iter().map(|r| (r.external_id, r.id)).collect();
+    // A customer another transaction created concurrently is skipped by ON CONFLICT but not
+    // yet visible to this statement's snapshot; a fresh statement sees it once committed.
+    let missing: Vec<String> = external_ids
+        .iter()
+        .filter(|x| !found.contains_key(*x))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let late = sqlx::query!(
+            r#"SELECT external_id AS "external_id!", id AS "id!" FROM profiling.customers
+               WHERE tenant_id = $1 AND external_id = ANY($2)
+               UNION ALL
+               SELECT external_id, customer_id FROM profiling.customer_aliases
+               WHERE tenant_id = $1 AND external_id = ANY($2)"#,
+            tenant_id,
+            &missing
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        found.extend(late.into_iter().map(|r| (r.external_id, r.id)));
+    }
+    Ok(found)
 }
 
 /// The customers that anonymous ids are already linked to.
