@@ -103,8 +103,36 @@ pub async fn record_events_in(
         .await?
         .into_iter()
         .collect();
-    let inserted_ids: Vec<String> = inserted.iter().cloned().collect();
-    facts.extend(events::facts_for_events(conn, tenant_id, &inserted_ids).await?);
+    // The new events' facts come from memory; only their products' categories are read.
+    let mut products: Vec<String> = rows
+        .iter()
+        .filter(|r| inserted.contains(&r.event.event_id))
+        .flat_map(|r| r.event.product_ids.iter().cloned())
+        .collect();
+    products.sort();
+    products.dedup();
+    let categories = events::categories(conn, tenant_id, &products).await?;
+    for row in rows.iter().filter(|r| inserted.contains(&r.event.event_id)) {
+        let (Some(customer_id), e) = (row.customer_id, row.event) else {
+            continue;
+        };
+        let mut own: Vec<&String> = e.product_ids.iter().collect();
+        own.sort();
+        own.dedup();
+        facts.push(profile::EventFact {
+            customer_id,
+            kind: e.kind.clone(),
+            occurred_at: e.occurred_at,
+            // Stored with cents; the profile adds what was stored.
+            revenue: e.revenue.map(|r| (r * 100.0).round() / 100.0),
+            channel: e.channel.clone(),
+            product_ids: e.product_ids.clone(),
+            categories: own
+                .into_iter()
+                .filter_map(|p| categories.get(p).cloned())
+                .collect(),
+        });
+    }
     profiles::apply(conn, tenant_id, &profile::deltas(&facts)).await?;
 
     let mut results: Vec<ItemResult> = fresh

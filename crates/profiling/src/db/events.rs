@@ -264,3 +264,26 @@ pub async fn facts_for_customers(
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
+
+/// Categories of the given catalog products.
+pub async fn categories(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product_ids: &[String],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    if product_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query!(
+        r#"SELECT product_id, category AS "category!" FROM profiling.products
+           WHERE tenant_id = $1 AND product_id = ANY($2) AND category IS NOT NULL"#,
+        tenant_id,
+        product_ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.product_id, r.category))
+        .collect())
+}

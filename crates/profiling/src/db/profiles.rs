@@ -1,12 +1,16 @@
 //! `profiling.profiles`: adding event deltas, rebuilding, and reading with RFM cut points.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::profile::ProfileDelta;
 
-/// Adds deltas to the profiles (creating missing ones), in one statement.
+/// Adds deltas to the profiles (creating missing ones). The rows are locked and merged
+/// here rather than in SQL: merging the count maps in Postgres (jsonb functions per row)
+/// cost more than the rest of ingestion together.
 pub async fn apply(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -15,42 +19,96 @@ pub async fn apply(
     if deltas.is_empty() {
         return Ok(());
     }
+    // Deltas arrive sorted by customer, so concurrent writers lock rows in the same order.
     let ids: Vec<Uuid> = deltas.iter().map(|d| d.customer_id).collect();
-    let counts: Vec<i64> = deltas.iter().map(|d| d.event_count).collect();
-    let first: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.first_event_at).collect();
-    let last: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.last_event_at).collect();
-    let purchases: Vec<i64> = deltas.iter().map(|d| d.purchase_count).collect();
-    let revenue: Vec<f64> = deltas.iter().map(|d| d.revenue).collect();
-    let first_p: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.first_purchase_at).collect();
-    let last_p: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.last_purchase_at).collect();
-    let json = |f: fn(&ProfileDelta) -> serde_json::Value| deltas.iter().map(f).collect::<Vec<_>>();
+    sqlx::query!(
+        r#"INSERT INTO profiling.profiles (tenant_id, customer_id)
+           SELECT $1, id FROM UNNEST($2::uuid[]) AS t(id) ORDER BY id
+           ON CONFLICT (tenant_id, customer_id) DO NOTHING"#,
+        tenant_id,
+        &ids
+    )
+    .execute(&mut *conn)
+    .await?;
+    let stored = sqlx::query!(
+        r#"SELECT customer_id, event_count, first_event_at, last_event_at, purchase_count,
+                  revenue_total::float8 AS "revenue!", first_purchase_at, last_purchase_at,
+                  channel_engagement, hour_engagement, category_counts, product_counts
+           FROM profiling.profiles WHERE tenant_id = $1 AND customer_id = ANY($2)
+           ORDER BY customer_id FOR UPDATE"#,
+        tenant_id,
+        &ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let counts = |v: &serde_json::Value| -> BTreeMap<String, i64> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, n)| Some((k.clone(), n.as_f64()? as i64)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut merged: Vec<ProfileDelta> = Vec::with_capacity(deltas.len());
+    for delta in deltas {
+        let mut total = delta.clone();
+        if let Some(row) = stored.iter().find(|r| r.customer_id == delta.customer_id)
+            && row.event_count > 0
+        {
+            let mut hours = [0i64; 24];
+            for (h, n) in hours.iter_mut().zip(&row.hour_engagement) {
+                *h = *n;
+            }
+            total.merge(&ProfileDelta {
+                customer_id: row.customer_id,
+                event_count: row.event_count,
+                first_event_at: row.first_event_at.unwrap_or(delta.first_event_at),
+                last_event_at: row.last_event_at.unwrap_or(delta.last_event_at),
+                purchase_count: row.purchase_count,
+                revenue: row.revenue,
+                first_purchase_at: row.first_purchase_at,
+                last_purchase_at: row.last_purchase_at,
+                channel_engagement: counts(&row.channel_engagement),
+                hour_engagement: hours,
+                category_counts: counts(&row.category_counts),
+                product_counts: counts(&row.product_counts),
+            });
+        }
+        merged.push(total);
+    }
+    write(conn, tenant_id, &merged).await
+}
+
+/// Overwrites profiles with these totals.
+async fn write(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    totals: &[ProfileDelta],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = totals.iter().map(|d| d.customer_id).collect();
+    let counts: Vec<i64> = totals.iter().map(|d| d.event_count).collect();
+    let first: Vec<DateTime<Utc>> = totals.iter().map(|d| d.first_event_at).collect();
+    let last: Vec<DateTime<Utc>> = totals.iter().map(|d| d.last_event_at).collect();
+    let purchases: Vec<i64> = totals.iter().map(|d| d.purchase_count).collect();
+    let revenue: Vec<f64> = totals.iter().map(|d| d.revenue).collect();
+    let first_p: Vec<Option<DateTime<Utc>>> = totals.iter().map(|d| d.first_purchase_at).collect();
+    let last_p: Vec<Option<DateTime<Utc>>> = totals.iter().map(|d| d.last_purchase_at).collect();
+    let json = |f: fn(&ProfileDelta) -> serde_json::Value| totals.iter().map(f).collect::<Vec<_>>();
     let channels = json(|d| serde_json::json!(d.channel_engagement));
     let hours = json(|d| serde_json::json!(d.hour_engagement));
     let categories = json(|d| serde_json::json!(d.category_counts));
     let products = json(|d| serde_json::json!(d.product_counts));
     sqlx::query!(
-        r#"INSERT INTO profiling.profiles AS p
-             (tenant_id, customer_id, event_count, first_event_at, last_event_at, purchase_count,
-              revenue_total, first_purchase_at, last_purchase_at, channel_engagement, hour_engagement,
-              category_counts, product_counts)
-           SELECT $1, t.id, t.n, t.first, t.last, t.purchases, t.revenue::numeric(16,2), t.first_p, t.last_p,
-                  t.channels, ARRAY(SELECT jsonb_array_elements_text(t.hours)::bigint), t.categories, t.products
+        r#"UPDATE profiling.profiles p SET
+             event_count = t.n, first_event_at = t.first, last_event_at = t.last, purchase_count = t.purchases,
+             revenue_total = t.revenue::numeric(16,2), first_purchase_at = t.first_p, last_purchase_at = t.last_p,
+             channel_engagement = t.channels, hour_engagement = ARRAY(SELECT jsonb_array_elements_text(t.hours)::bigint),
+             category_counts = t.categories, product_counts = t.products, updated_at = now()
            FROM UNNEST($2::uuid[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::int8[], $7::float8[],
                        $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::jsonb[])
                 AS t(id, n, first, last, purchases, revenue, first_p, last_p, channels, hours, categories, products)
-           ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
-             event_count = p.event_count + EXCLUDED.event_count,
-             first_event_at = least(p.first_event_at, EXCLUDED.first_event_at),
-             last_event_at = greatest(p.last_event_at, EXCLUDED.last_event_at),
-             purchase_count = p.purchase_count + EXCLUDED.purchase_count,
-             revenue_total = p.revenue_total + EXCLUDED.revenue_total,
-             first_purchase_at = least(p.first_purchase_at, EXCLUDED.first_purchase_at),
-             last_purchase_at = greatest(p.last_purchase_at, EXCLUDED.last_purchase_at),
-             channel_engagement = profiling.add_counts(p.channel_engagement, EXCLUDED.channel_engagement),
-             hour_engagement = profiling.add_arrays(p.hour_engagement, EXCLUDED.hour_engagement),
-             category_counts = profiling.add_counts(p.category_counts, EXCLUDED.category_counts),
-             product_counts = profiling.add_counts(p.product_counts, EXCLUDED.product_counts),
-             updated_at = now()"#,
+           WHERE p.tenant_id = $1 AND p.customer_id = t.id"#,
         tenant_id,
         &ids,
         &counts,

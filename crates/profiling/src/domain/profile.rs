@@ -39,6 +39,46 @@ pub struct ProfileDelta {
     pub product_counts: BTreeMap<String, i64>,
 }
 
+impl ProfileDelta {
+    /// Adds another delta (or a stored profile read as one) into this one. Every field is a
+    /// count, a sum, a minimum or a maximum, so the order of merging does not matter.
+    pub fn merge(&mut self, other: &ProfileDelta) {
+        self.event_count += other.event_count;
+        self.first_event_at = self.first_event_at.min(other.first_event_at);
+        self.last_event_at = self.last_event_at.max(other.last_event_at);
+        self.purchase_count += other.purchase_count;
+        self.revenue += other.revenue;
+        self.first_purchase_at = earliest(self.first_purchase_at, other.first_purchase_at);
+        self.last_purchase_at = latest(self.last_purchase_at, other.last_purchase_at);
+        for (map, add) in [
+            (&mut self.channel_engagement, &other.channel_engagement),
+            (&mut self.category_counts, &other.category_counts),
+            (&mut self.product_counts, &other.product_counts),
+        ] {
+            for (k, v) in add {
+                *map.entry(k.clone()).or_default() += v;
+            }
+        }
+        for (mine, theirs) in self.hour_engagement.iter_mut().zip(other.hour_engagement) {
+            *mine += theirs;
+        }
+    }
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// Folds events into one delta per customer.
 pub fn deltas(events: &[EventFact]) -> Vec<ProfileDelta> {
     let mut by_customer: HashMap<Uuid, ProfileDelta> = HashMap::new();
@@ -252,6 +292,20 @@ mod tests {
         assert_eq!(da.channel_engagement.get("email"), Some(&1));
         assert_eq!(da.hour_engagement[20], 1);
         assert_eq!(da.category_counts.get("shoes"), Some(&2));
+    }
+
+    #[test]
+    fn merging_deltas_equals_one_delta_of_all_events() {
+        let a = Uuid::new_v4();
+        let events = vec![
+            fact(a, "purchase", 9),
+            fact(a, "email_open", 20),
+            fact(a, "view", 3),
+            fact(a, "purchase", 7),
+        ];
+        let mut first = deltas(&events[..2]).remove(0);
+        first.merge(&deltas(&events[2..]).remove(0));
+        assert_eq!(first, deltas(&events).remove(0));
     }
 
     #[test]
