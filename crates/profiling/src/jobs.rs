@@ -1,8 +1,6 @@
 //! Long work of the profiling service, run by the platform job queue.
 
-use std::collections::HashMap;
-
-use futures::{TryStreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use mercato_platform::{
     batch::ItemStatus,
     error::FieldError,
@@ -18,17 +16,13 @@ use crate::{
         event::EventInput,
         import::{ImportFormat, ImportKind, csv_fields, csv_record},
         product::ProductInput,
-        profile::EventFact,
     },
     ingest,
 };
 
-const CHUNK: i64 = 500;
-
 /// `profiling.recompute_profiles`: rebuilds every profile of the tenant from its events
-/// (backfills, or after changing the catalog's categories). One ordered pass over the
-/// tenant's events by customer, with the catalog's categories held in memory; profiles are
-/// replaced a chunk of customers at a time.
+/// (backfills, or after changing the catalog's categories) in one set-based statement,
+/// inside one transaction: readers see the old profiles until the new ones are complete.
 pub struct RecomputeProfiles;
 
 pub const RECOMPUTE_PROFILES: &str = "profiling.recompute_profiles";
@@ -40,90 +34,12 @@ impl JobHandler for RecomputeProfiles {
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
         Box::pin(async move {
-            let tenant_id = ctx.tenant_id();
-            let total: i64 = sqlx::query_scalar!(
-                "SELECT count(DISTINCT customer_id) AS \"n!\" FROM profiling.events WHERE tenant_id = $1 AND customer_id IS NOT NULL",
-                tenant_id
-            )
-            .fetch_one(&ctx.pool)
-            .await?;
-            let categories: HashMap<String, String> = sqlx::query!(
-                r#"SELECT product_id, category AS "category!" FROM profiling.products
-                   WHERE tenant_id = $1 AND category IS NOT NULL"#,
-                tenant_id
-            )
-            .fetch_all(&ctx.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.product_id, r.category))
-            .collect();
-            let mut rows = sqlx::query!(
-                r#"SELECT customer_id AS "customer_id!", type AS kind, occurred_at, revenue::float8 AS revenue,
-                          channel, product_ids
-                   FROM profiling.events WHERE tenant_id = $1 AND customer_id IS NOT NULL
-                   ORDER BY customer_id"#,
-                tenant_id
-            )
-            .fetch(&ctx.pool);
-            let mut facts: Vec<EventFact> = Vec::new();
-            let mut customers: Vec<Uuid> = Vec::new();
-            let mut done = 0i64;
-            while let Some(row) = rows.try_next().await? {
-                if customers.last() != Some(&row.customer_id) {
-                    if customers.len() == CHUNK as usize {
-                        done += customers.len() as i64;
-                        replace_profiles(&ctx, tenant_id, &customers, &facts).await?;
-                        customers.clear();
-                        facts.clear();
-                        let fraction = if total > 0 {
-                            done as f64 / total as f64
-                        } else {
-                            1.0
-                        };
-                        ctx.progress(
-                            fraction.min(1.0),
-                            &json!({"customers": done, "total": total}),
-                        )
-                        .await?;
-                    }
-                    customers.push(row.customer_id);
-                }
-                let mut own: Vec<&String> = row.product_ids.iter().collect();
-                own.sort();
-                own.dedup();
-                facts.push(EventFact {
-                    customer_id: row.customer_id,
-                    kind: row.kind,
-                    occurred_at: row.occurred_at,
-                    revenue: row.revenue,
-                    channel: row.channel,
-                    categories: own
-                        .into_iter()
-                        .filter_map(|p| categories.get(p).cloned())
-                        .collect(),
-                    product_ids: row.product_ids,
-                });
-            }
-            if !customers.is_empty() {
-                done += customers.len() as i64;
-                replace_profiles(&ctx, tenant_id, &customers, &facts).await?;
-            }
-            Ok(json!({"customers": done}))
+            let mut tx = ctx.pool.begin().await?;
+            let written = crate::db::profiles::rebuild_all(&mut tx, ctx.tenant_id()).await?;
+            tx.commit().await?;
+            Ok(json!({"customers": written}))
         })
     }
-}
-
-async fn replace_profiles(
-    ctx: &JobContext,
-    tenant_id: Uuid,
-    customers: &[Uuid],
-    facts: &[EventFact],
-) -> Result<(), JobError> {
-    let mut tx = ctx.pool.begin().await?;
-    crate::db::profiles::delete(&mut tx, tenant_id, customers).await?;
-    crate::db::profiles::apply(&mut tx, tenant_id, &crate::domain::profile::deltas(facts)).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// `profiling.fit_clv`: fits the tenant's BG/NBD and Gamma-Gamma models on its buyers.

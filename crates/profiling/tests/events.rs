@@ -353,38 +353,63 @@ async fn the_recompute_job_restores_every_profile_from_events(pool: PgPool) {
     api.post("/v1/profiling/products", &json!({"items": [{"product_id": "p", "title": "P", "category": "c", "price": 1, "currency": "EUR"}]}))
         .await;
     // More customers than one chunk of the job.
+    api.post("/v1/profiling/products", &json!({"items": [{"product_id": "q", "title": "Q", "category": "d", "price": 2, "currency": "EUR"}]}))
+        .await;
+    let kinds = [
+        "purchase",
+        "view",
+        "email_open",
+        "push_open",
+        "add_to_cart",
+        "sms_click",
+    ];
     let items: Vec<_> = (0..1200)
-        .map(|i| json!({"event_id": format!("e{i}"), "customer_id": format!("c{}", i % 600),
-                        "type": if i % 3 == 0 { "purchase" } else { "view" }, "timestamp": days_ago(1 + i % 20),
-                        "revenue": if i % 3 == 0 { json!(12.5) } else { json!(null) }, "currency": "EUR", "product_ids": ["p"]}))
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            json!({"event_id": format!("e{i}"), "customer_id": format!("c{}", i % 600), "type": kind,
+                   "timestamp": days_ago(1 + (i % 20) as i64), "revenue": if kind == "purchase" { json!(12.5) } else { json!(null) },
+                   "currency": "EUR", "product_ids": if i % 4 == 0 { json!(["p", "q", "p"]) } else { json!(["p"]) }})
+        })
         .collect();
     for chunk in items.chunks(500) {
         api.events(json!(chunk)).await;
     }
-    let before = api.profile("c7").await;
-    let snapshot: Vec<(i64, String)> = sqlx::query_as("SELECT event_count, revenue_total::text FROM profiling.profiles ORDER BY customer_id")
-        .fetch_all(&pool)
-        .await
-        .expect("profiles");
-    sqlx::query("UPDATE profiling.profiles SET event_count = 0, revenue_total = 0, category_counts = '{}'")
-        .execute(&pool)
-        .await
-        .expect("damage");
+    let mut before = Vec::new();
+    for c in ["c0", "c7", "c12", "c301"] {
+        before.push(api.profile(c).await);
+    }
+    let snapshot: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT event_count, revenue_total::text FROM profiling.profiles ORDER BY customer_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("profiles");
+    sqlx::query(
+        "UPDATE profiling.profiles SET event_count = 0, revenue_total = 0, category_counts = '{}'",
+    )
+    .execute(&pool)
+    .await
+    .expect("damage");
 
-    let (status, job) = api.post("/v1/profiling/profiles/recompute", &json!({})).await;
+    let (status, job) = api
+        .post("/v1/profiling/profiles/recompute", &json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (stop, _workers) = mercato_platform::service::start_jobs(
         &mercato_platform::testing::settings(),
         &pool,
-        vec![std::sync::Arc::new(mercato_profiling::jobs::RecomputeProfiles)],
+        vec![std::sync::Arc::new(
+            mercato_profiling::jobs::RecomputeProfiles,
+        )],
     );
     let mut result = serde_json::Value::Null;
     for _ in 0..400 {
-        let (status, r): (String, Option<serde_json::Value>) = sqlx::query_as("SELECT status, result FROM platform.jobs WHERE id = $1::uuid")
-            .bind(job["id"].as_str().expect("id"))
-            .fetch_one(&pool)
-            .await
-            .expect("job");
+        let (status, r): (String, Option<serde_json::Value>) =
+            sqlx::query_as("SELECT status, result FROM platform.jobs WHERE id = $1::uuid")
+                .bind(job["id"].as_str().expect("id"))
+                .fetch_one(&pool)
+                .await
+                .expect("job");
         if status == "succeeded" {
             result = r.unwrap_or_default();
             break;
@@ -394,12 +419,32 @@ async fn the_recompute_job_restores_every_profile_from_events(pool: PgPool) {
     }
     stop.send(true).expect("stop");
     assert_eq!(result["customers"], 600);
-    let after: Vec<(i64, String)> = sqlx::query_as("SELECT event_count, revenue_total::text FROM profiling.profiles ORDER BY customer_id")
-        .fetch_all(&pool)
-        .await
-        .expect("profiles");
+    let after: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT event_count, revenue_total::text FROM profiling.profiles ORDER BY customer_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("profiles");
     assert_eq!(after, snapshot);
-    let restored = api.profile("c7").await;
-    assert_eq!(restored["top_categories"], before["top_categories"]);
-    assert_eq!(restored["frequency"], before["frequency"]);
+    for (c, b) in ["c0", "c7", "c12", "c301"].into_iter().zip(&before) {
+        let restored = api.profile(c).await;
+        for key in [
+            "event_count",
+            "frequency",
+            "monetary",
+            "first_purchase_at",
+            "last_purchase_at",
+            "last_activity_at",
+            "preferred_channel",
+            "best_send_hour",
+            "top_categories",
+            "top_products",
+            "rfm",
+        ] {
+            assert_eq!(
+                restored[key], b[key],
+                "{c}: {key} differs after the recompute job"
+            );
+        }
+    }
 }
