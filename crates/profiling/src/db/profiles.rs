@@ -204,49 +204,51 @@ pub async fn rebuild_all(conn: &mut PgConnection, tenant_id: Uuid) -> Result<u64
     .await?;
     let done = sqlx::query!(
         r#"WITH ev AS (
-             SELECT customer_id, type, occurred_at, revenue, channel, product_ids,
+             SELECT event_id, customer_id, type, occurred_at, revenue, channel, product_ids,
                     type IN ('click', 'email_open', 'email_click', 'sms_click', 'push_open') AS engaged,
-                    type IN ('view', 'click', 'add_to_cart', 'purchase') AS interested
+                    type IN ('view', 'click', 'add_to_cart', 'purchase') AS interested,
+                    extract(hour FROM occurred_at AT TIME ZONE 'UTC')::int AS hour
              FROM profiling.events WHERE tenant_id = $1 AND customer_id IS NOT NULL),
            base AS (
              SELECT customer_id, count(*) AS n, min(occurred_at) AS first, max(occurred_at) AS last,
                     count(*) FILTER (WHERE type = 'purchase') AS purchases,
                     coalesce(sum(revenue) FILTER (WHERE type = 'purchase'), 0) AS revenue,
                     min(occurred_at) FILTER (WHERE type = 'purchase') AS first_p,
-                    max(occurred_at) FILTER (WHERE type = 'purchase') AS last_p
+                    max(occurred_at) FILTER (WHERE type = 'purchase') AS last_p,
+                    -- Opens and clicks per hour of day (UTC), in the same pass.
+                    ARRAY[count(*) FILTER (WHERE engaged AND hour = 0), count(*) FILTER (WHERE engaged AND hour = 1), count(*) FILTER (WHERE engaged AND hour = 2), count(*) FILTER (WHERE engaged AND hour = 3),
+                          count(*) FILTER (WHERE engaged AND hour = 4), count(*) FILTER (WHERE engaged AND hour = 5), count(*) FILTER (WHERE engaged AND hour = 6), count(*) FILTER (WHERE engaged AND hour = 7),
+                          count(*) FILTER (WHERE engaged AND hour = 8), count(*) FILTER (WHERE engaged AND hour = 9), count(*) FILTER (WHERE engaged AND hour = 10), count(*) FILTER (WHERE engaged AND hour = 11),
+                          count(*) FILTER (WHERE engaged AND hour = 12), count(*) FILTER (WHERE engaged AND hour = 13), count(*) FILTER (WHERE engaged AND hour = 14), count(*) FILTER (WHERE engaged AND hour = 15),
+                          count(*) FILTER (WHERE engaged AND hour = 16), count(*) FILTER (WHERE engaged AND hour = 17), count(*) FILTER (WHERE engaged AND hour = 18), count(*) FILTER (WHERE engaged AND hour = 19),
+                          count(*) FILTER (WHERE engaged AND hour = 20), count(*) FILTER (WHERE engaged AND hour = 21), count(*) FILTER (WHERE engaged AND hour = 22), count(*) FILTER (WHERE engaged AND hour = 23)] AS hours
              FROM ev GROUP BY customer_id),
            channels AS (
              SELECT customer_id, jsonb_object_agg(channel, n) AS m
              FROM (SELECT customer_id, channel, count(*) AS n FROM ev WHERE engaged AND channel IS NOT NULL
                    GROUP BY 1, 2) c GROUP BY customer_id),
-           hour_counts AS (
-             SELECT customer_id, extract(hour FROM occurred_at AT TIME ZONE 'UTC')::int AS h, count(*) AS n
-             FROM ev WHERE engaged GROUP BY 1, 2),
-           hours AS (
-             SELECT g.customer_id, array_agg(coalesce(hc.n, 0) ORDER BY g.h) AS a
-             FROM (SELECT customer_id, h FROM (SELECT DISTINCT customer_id FROM hour_counts) d
-                   CROSS JOIN generate_series(0, 23) AS h) g
-             LEFT JOIN hour_counts hc ON hc.customer_id = g.customer_id AND hc.h = g.h
-             GROUP BY g.customer_id),
            products AS (
              SELECT customer_id, jsonb_object_agg(product_id, n) AS m
              FROM (SELECT customer_id, product_id, count(*) AS n FROM ev, unnest(ev.product_ids) AS product_id
                    WHERE interested GROUP BY 1, 2) p GROUP BY customer_id),
            categories AS (
              SELECT customer_id, jsonb_object_agg(category, n) AS m
-             FROM (SELECT ev.customer_id, p.category, count(*) AS n
-                   FROM ev JOIN profiling.products p
-                     ON p.tenant_id = $1 AND p.product_id = ANY(ev.product_ids) AND p.category IS NOT NULL
-                   WHERE ev.interested GROUP BY 1, 2) c GROUP BY customer_id)
+             -- Products are unnested (once per event) and hash-joined to the catalog; joining on
+             -- `= ANY(product_ids)` made a nested loop over events x catalog.
+             FROM (SELECT x.customer_id, p.category, count(*) AS n
+                   FROM (SELECT DISTINCT ev.customer_id, ev.event_id, pid
+                         FROM ev, unnest(ev.product_ids) AS pid WHERE ev.interested) x
+                   JOIN profiling.products p ON p.tenant_id = $1 AND p.product_id = x.pid
+                   WHERE p.category IS NOT NULL
+                   GROUP BY 1, 2) c GROUP BY customer_id)
            INSERT INTO profiling.profiles (tenant_id, customer_id, event_count, first_event_at, last_event_at,
                   purchase_count, revenue_total, first_purchase_at, last_purchase_at, channel_engagement,
                   hour_engagement, category_counts, product_counts)
            SELECT $1, b.customer_id, b.n, b.first, b.last, b.purchases, b.revenue, b.first_p, b.last_p,
-                  coalesce(ch.m, '{}'), coalesce(h.a, array_fill(0::bigint, ARRAY[24])),
+                  coalesce(ch.m, '{}'), b.hours,
                   coalesce(ca.m, '{}'), coalesce(pr.m, '{}')
            FROM base b
            LEFT JOIN channels ch USING (customer_id)
-           LEFT JOIN hours h USING (customer_id)
            LEFT JOIN categories ca USING (customer_id)
            LEFT JOIN products pr USING (customer_id)"#,
         tenant_id
