@@ -1,6 +1,10 @@
 //! The metrics service: outcomes, campaign metrics, experiment statistics, decisioning
 //! (bandits, send time, budget) and campaigns that optimise themselves.
 //!
+//! `stats` holds the statistics the experiment reports and bandits use (tests, posteriors,
+//! sequential testing, CUPED, off-policy evaluation, Thompson sampling), pure and
+//! unit-tested against independently computed values.
+//!
 //! Its tables live in the `metrics` schema. Routes are mounted under `/v1/metrics` by the gateway
 //! (embedded mode) or served by the `mercato-metrics` binary behind a proxying gateway.
 
@@ -12,6 +16,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 mod state;
+pub mod stats;
 
 pub use state::AppState;
 
