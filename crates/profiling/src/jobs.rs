@@ -250,25 +250,18 @@ async fn import_chunk(
             counters.accepted += accepted;
         }
         ImportKind::Products => {
-            let mut latest = std::collections::BTreeMap::new();
-            let mut accepted = 0;
+            let mut valid = Vec::new();
             for (line, value) in values {
                 match item_from_value::<ProductInput>(value, "")
                     .map_err(|e| vec![e])
                     .and_then(|p| p.clean(""))
                 {
-                    Ok(p) => {
-                        accepted += 1;
-                        latest.insert(p.product_id.clone(), p);
-                    }
+                    Ok(p) => valid.push(p),
                     Err(errors) => counters.reject(line, &errors),
                 }
             }
-            let unique: Vec<_> = latest.into_values().collect();
-            if !unique.is_empty() {
-                crate::db::products::upsert_many(&mut *conn, tenant_id, &unique).await?;
-            }
-            counters.accepted += accepted;
+            crate::db::products::upsert_many(&mut *conn, tenant_id, &valid).await?;
+            counters.accepted += valid.len() as i64;
         }
         ImportKind::Events => {
             let mut valid = Vec::new();

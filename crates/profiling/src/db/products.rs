@@ -1,5 +1,7 @@
 //! `profiling.products`.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -19,12 +21,22 @@ pub struct ProductRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Upserts products; returns (product_id, inserted) per row.
+/// Upserts products; a product_id repeated in the list takes its last record (one
+/// statement cannot update a row twice). Returns whether each product_id was inserted.
 pub async fn upsert_many(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     products: &[CleanProduct],
-) -> Result<Vec<(String, bool)>, sqlx::Error> {
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let mut latest: BTreeMap<&str, &CleanProduct> = BTreeMap::new();
+    for p in products {
+        latest.insert(&p.product_id, p);
+    }
+    if latest.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // In product_id order, so concurrent upserts lock rows in the same order.
+    let products: Vec<&CleanProduct> = latest.into_values().collect();
     let ids: Vec<String> = products.iter().map(|p| p.product_id.clone()).collect();
     let titles: Vec<String> = products.iter().map(|p| p.title.clone()).collect();
     let descriptions: Vec<Option<String>> =

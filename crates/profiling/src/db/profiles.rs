@@ -1,6 +1,6 @@
 //! `profiling.profiles`: adding event deltas, rebuilding, and reading with RFM cut points.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -41,6 +41,7 @@ pub async fn apply(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let stored: HashMap<Uuid, _> = stored.into_iter().map(|r| (r.customer_id, r)).collect();
     let counts = |v: &serde_json::Value| -> BTreeMap<String, i64> {
         v.as_object()
             .map(|m| {
@@ -53,7 +54,7 @@ pub async fn apply(
     let mut merged: Vec<ProfileDelta> = Vec::with_capacity(deltas.len());
     for delta in deltas {
         let mut total = delta.clone();
-        if let Some(row) = stored.iter().find(|r| r.customer_id == delta.customer_id)
+        if let Some(row) = stored.get(&delta.customer_id)
             && row.event_count > 0
         {
             let mut hours = [0i64; 24];

@@ -171,20 +171,16 @@ async fn upsert_customers(
     let mut tx = state.pool.begin().await?;
     let stored = ingest::upsert_customers(&mut tx, ctx.tenant_id, valid).await?;
     tx.commit().await?;
-    for (index, row) in stored {
-        {
-            results.push(ItemResult {
-                index,
-                status: if row.inserted {
-                    ItemStatus::Created
-                } else {
-                    ItemStatus::Updated
-                },
-                id: Some(row.id),
-                errors: Vec::new(),
-            });
-        }
-    }
+    results.extend(stored.into_iter().map(|(index, row)| ItemResult {
+        index,
+        status: if row.inserted {
+            ItemStatus::Created
+        } else {
+            ItemStatus::Updated
+        },
+        id: Some(row.id),
+        errors: Vec::new(),
+    }));
     Ok(Json(BatchResult::new(results)))
 }
 

@@ -108,21 +108,8 @@ async fn upsert_products(
             }),
         }
     }
-    let mut latest: std::collections::HashMap<String, CleanProduct> =
-        std::collections::HashMap::new();
-    for (_, p) in &valid {
-        latest.insert(p.product_id.clone(), p.clone());
-    }
-    let mut unique: Vec<CleanProduct> = latest.into_values().collect();
-    unique.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-    let stored: std::collections::HashMap<String, bool> = if unique.is_empty() {
-        Default::default()
-    } else {
-        db::upsert_many(&state.pool, ctx.tenant_id, &unique)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let products: Vec<CleanProduct> = valid.iter().map(|(_, p)| p.clone()).collect();
+    let stored = db::upsert_many(&state.pool, ctx.tenant_id, &products).await?;
     for (index, p) in valid {
         let inserted = stored.get(&p.product_id).copied().unwrap_or(false);
         results.push(ItemResult {
