@@ -114,6 +114,8 @@ pub struct NewJob {
     pub kind: String,
     pub payload: serde_json::Value,
     pub max_attempts: i32,
+    /// Seconds to wait before the job may be claimed (recurring work schedules its next run).
+    pub delay_secs: f64,
 }
 
 impl NewJob {
@@ -123,22 +125,30 @@ impl NewJob {
             kind: kind.into(),
             payload,
             max_attempts: 3,
+            delay_secs: 0.0,
         }
+    }
+
+    /// The same job, claimable only after `secs` seconds.
+    pub fn delayed(mut self, secs: f64) -> Self {
+        self.delay_secs = secs.max(0.0);
+        self
     }
 }
 
 pub async fn enqueue(db: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx::Error> {
     let row = sqlx::query_as!(
         JobRow,
-        r#"INSERT INTO platform.jobs (tenant_id, id, kind, payload, max_attempts)
-           VALUES ($1, $2, $3, $4, $5)
+        r#"INSERT INTO platform.jobs (tenant_id, id, kind, payload, max_attempts, run_at)
+           VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
            RETURNING tenant_id, id, kind, payload, status, progress, counters, result, error,
                      attempts, max_attempts, created_at, started_at, finished_at, updated_at"#,
         job.tenant_id,
         Uuid::now_v7(),
         job.kind,
         job.payload,
-        job.max_attempts
+        job.max_attempts,
+        job.delay_secs
     )
     .fetch_one(db)
     .await?;
