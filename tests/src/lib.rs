@@ -317,6 +317,75 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
         forbidden.status()
     );
 
+    // A campaign through the gateway: start, decide, report an outcome, read the metrics.
+    let send = |method: reqwest::Method, path: String, body: Value| {
+        let r = c
+            .request(method, url(&path))
+            .bearer_auth(&writer)
+            .json(&body);
+        async move {
+            let r = r.send().await?;
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+            anyhow::Ok(body)
+        }
+    };
+    let post = reqwest::Method::POST;
+    let campaign = send(
+        post.clone(),
+        "/v1/metrics/campaigns".into(),
+        json!({
+            "name": "Welcome", "goal": {"kind": "conversion", "value_per_conversion": 5},
+            "channels": [{"channel": "email", "cost": 0.01}],
+            "variants": [{"name": "A", "content": {"subject": "Welcome", "body": "Hello"}},
+                         {"name": "B", "content": {"subject": "Hi there", "body": "Hello again"}}]
+        }),
+    )
+    .await?;
+    let campaign_id = campaign["id"].as_str().context("campaign id")?;
+    send(
+        post.clone(),
+        format!("/v1/metrics/campaigns/{campaign_id}/status"),
+        json!({"status": "running"}),
+    )
+    .await?;
+    let customer_ids: Vec<&str> = first["items"]
+        .as_array()
+        .into_iter()
+        .chain(second["items"].as_array())
+        .flatten()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    let decisions = send(
+        post.clone(),
+        format!("/v1/metrics/campaigns/{campaign_id}/decisions"),
+        json!({"customers": customer_ids}),
+    )
+    .await?;
+    // Only c4 consented to email.
+    anyhow::ensure!(
+        decisions["decided"] == 1 && decisions["skipped"] == 2,
+        "{decisions}"
+    );
+    let decision = decisions["items"][2]["decision"].clone();
+    send(
+        post.clone(),
+        "/v1/metrics/outcomes".into(),
+        json!({"decision_id": decision["id"], "type": "converted", "revenue": 40}),
+    )
+    .await?;
+    let metrics = send(
+        reqwest::Method::GET,
+        format!("/v1/metrics/campaigns/{campaign_id}/metrics"),
+        Value::Null,
+    )
+    .await?;
+    anyhow::ensure!(
+        metrics["treated"]["conversions"] == 1 && metrics["treated"]["value"] == 5.0,
+        "{metrics}"
+    );
+
     c.delete(url(&format!(
         "/v1/admin/tenants/{tenant_id}/keys/{writer_id}"
     )))

@@ -144,7 +144,14 @@ async fn the_loop_moves_traffic_to_the_better_variant(pool: PgPool) {
             if index % 2 == 1 {
                 assert_eq!(d["channel"], "email", "no SMS consent: {d}");
             }
-            assert_eq!(d["context"], if index.is_multiple_of(2) { "gold" } else { "basic" });
+            assert_eq!(
+                d["context"],
+                if index.is_multiple_of(2) {
+                    "gold"
+                } else {
+                    "basic"
+                }
+            );
             let is_b = d["variant_id"] == b_id.as_str();
             b += usize::from(is_b);
             outcomes.push(json!({"decision_id": d["id"], "type": "delivered"}));
@@ -607,7 +614,10 @@ async fn live_metrics_attribution_and_erasure(pool: PgPool) {
     let r = api
         .server
         .client
-        .delete(api.server.url(&format!("/v1/profiling/customers/{}", ids[0])))
+        .delete(
+            api.server
+                .url(&format!("/v1/profiling/customers/{}", ids[0])),
+        )
         .bearer_auth(&admin)
         .send()
         .await

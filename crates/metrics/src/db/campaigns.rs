@@ -284,7 +284,7 @@ pub async fn snapshot_audience(
            FROM profiling.customers c
            LEFT JOIN profiling.profiles p ON p.tenant_id = c.tenant_id AND p.customer_id = c.id
            LEFT JOIN profiling.cluster_assignments ca ON ca.tenant_id = c.tenant_id AND ca.customer_id = c.id
-           WHERE c.tenant_id = $1 AND ($6::uuid[] IS NULL OR c.id = ANY($6))
+           WHERE c.tenant_id = $1 AND ($6::uuid[] IS NULL OR c.id IN (SELECT unnest($6::uuid[])))
            ON CONFLICT DO NOTHING"#,
         tenant_id,
         campaign.id,
@@ -293,8 +293,13 @@ pub async fn snapshot_audience(
         campaign.holdout_share,
         members
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // The table just grew by a whole audience: refresh the planner's statistics so the
+    // first decision batches look members up by key rather than scanning the campaign.
+    sqlx::query!("ANALYZE metrics.audience")
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected())
 }
 

@@ -26,9 +26,11 @@ pub async fn eligibility(
 ) -> Result<Vec<Eligibility>, sqlx::Error> {
     sqlx::query_as!(
         Eligibility,
-        r#"SELECT customer_id, context, holdout, consent_email, consent_sms, consent_push, best_hour
-           FROM metrics.audience
-           WHERE tenant_id = $1 AND campaign_id = $2 AND customer_id = ANY($3)"#,
+        r#"SELECT a.customer_id, a.context, a.holdout, a.consent_email, a.consent_sms,
+                  a.consent_push, a.best_hour
+           FROM unnest($3::uuid[]) AS q(id)
+           JOIN metrics.audience a
+             ON a.tenant_id = $1 AND a.campaign_id = $2 AND a.customer_id = q.id"#,
         tenant_id,
         campaign_id,
         customers
@@ -44,7 +46,7 @@ pub async fn known_customers(
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
-        "SELECT id FROM profiling.customers WHERE tenant_id = $1 AND id = ANY($2)",
+        "SELECT c.id FROM unnest($2::uuid[]) AS q(id) JOIN profiling.customers c ON c.tenant_id = $1 AND c.id = q.id",
         tenant_id,
         ids
     )
@@ -60,9 +62,11 @@ pub async fn recent_sends(
     since: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT customer_id, count(*) AS "n!" FROM metrics.decisions
-           WHERE tenant_id = $1 AND customer_id = ANY($2) AND NOT holdout AND send_at > $3
-           GROUP BY customer_id"#,
+        r#"SELECT d.customer_id, count(*) AS "n!"
+           FROM unnest($2::uuid[]) AS q(id)
+           JOIN metrics.decisions d ON d.tenant_id = $1 AND d.customer_id = q.id
+           WHERE NOT d.holdout AND d.send_at > $3
+           GROUP BY d.customer_id"#,
         tenant_id,
         customers,
         since
@@ -96,10 +100,11 @@ pub async fn existing(
 ) -> Result<Vec<DecisionRow>, sqlx::Error> {
     sqlx::query_as!(
         DecisionRow,
-        r#"SELECT id, campaign_id, customer_id, holdout, context, channel, variant_id, send_at,
-                  probability, candidates, cost, decided_at
-           FROM metrics.decisions
-           WHERE tenant_id = $1 AND campaign_id = $2 AND customer_id = ANY($3)"#,
+        r#"SELECT d.id, d.campaign_id, d.customer_id, d.holdout, d.context, d.channel, d.variant_id,
+                  d.send_at, d.probability, d.candidates, d.cost, d.decided_at
+           FROM unnest($3::uuid[]) AS q(id)
+           JOIN metrics.decisions d
+             ON d.tenant_id = $1 AND d.campaign_id = $2 AND d.customer_id = q.id"#,
         tenant_id,
         campaign_id,
         customers

@@ -22,8 +22,9 @@ pub async fn decisions(
 ) -> Result<Vec<DecisionRef>, sqlx::Error> {
     sqlx::query_as!(
         DecisionRef,
-        r#"SELECT id, campaign_id, holdout, context, channel, variant_id
-           FROM metrics.decisions WHERE tenant_id = $1 AND id = ANY($2)"#,
+        r#"SELECT d.id, d.campaign_id, d.holdout, d.context, d.channel, d.variant_id
+           FROM unnest($2::uuid[]) AS q(id)
+           JOIN metrics.decisions d ON d.tenant_id = $1 AND d.id = q.id"#,
         tenant_id,
         ids
     )
@@ -48,8 +49,9 @@ pub async fn existing(
 ) -> Result<Vec<OutcomeRow>, sqlx::Error> {
     sqlx::query_as!(
         OutcomeRow,
-        r#"SELECT decision_id, type AS kind, campaign_id, revenue, occurred_at
-           FROM metrics.outcomes WHERE tenant_id = $1 AND decision_id = ANY($2)"#,
+        r#"SELECT o.decision_id, o.type AS kind, o.campaign_id, o.revenue, o.occurred_at
+           FROM unnest($2::uuid[]) AS q(id)
+           JOIN metrics.outcomes o ON o.tenant_id = $1 AND o.decision_id = q.id"#,
         tenant_id,
         decision_ids
     )

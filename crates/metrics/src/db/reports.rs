@@ -210,7 +210,7 @@ pub async fn channel_counts(
            LEFT JOIN metrics.outcomes o
              ON o.tenant_id = d.tenant_id AND o.decision_id = d.id AND o.type = 'converted'
            WHERE d.tenant_id = $1 AND NOT d.holdout AND d.channel IS NOT NULL
-             AND ($2::uuid[] IS NULL OR d.customer_id = ANY($2))
+             AND ($2::uuid[] IS NULL OR d.customer_id IN (SELECT unnest($2::uuid[])))
            GROUP BY d.channel"#,
         tenant_id,
         customers
@@ -245,7 +245,7 @@ pub async fn reachable(
                   count(*) FILTER (WHERE consent_sms) AS "sms!",
                   count(*) FILTER (WHERE consent_push) AS "push!"
            FROM profiling.customers
-           WHERE tenant_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2))"#,
+           WHERE tenant_id = $1 AND ($2::uuid[] IS NULL OR id IN (SELECT unnest($2::uuid[])))"#,
         tenant_id,
         customers
     )
