@@ -138,18 +138,17 @@ pub async fn lock(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<CampaignRow>, sqlx::Error> {
-    sqlx::query_as!(
-        CampaignRow,
-        r#"SELECT id, name, status, goal, conversion_event, value_per_conversion, segment_id,
-                  context_by, channels, holdout_share, budget, spent, frequency_cap,
-                  frequency_window_hours, starts_at, ends_at, seed, optimisation, stop_reason,
-                  version, created_at, updated_at, started_at, completed_at
-           FROM metrics.campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM metrics.campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
         id
     )
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    match found {
+        Some(_) => get(conn, tenant_id, id).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn list(

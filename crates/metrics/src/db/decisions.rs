@@ -6,6 +6,10 @@ use uuid::Uuid;
 
 use crate::decide::ArmCounts;
 
+// Lookups of a batch of ids walk the ids and probe the key index once each (a LATERAL
+// subquery with LIMIT stays a nested loop); a plain join lets the planner hash the
+// campaign's whole table, whose cost grows with the audience.
+
 /// A customer's place in a campaign's frozen audience.
 #[derive(Debug, Clone)]
 pub struct Eligibility {
@@ -26,11 +30,13 @@ pub async fn eligibility(
 ) -> Result<Vec<Eligibility>, sqlx::Error> {
     sqlx::query_as!(
         Eligibility,
-        r#"SELECT a.customer_id, a.context, a.holdout, a.consent_email, a.consent_sms,
-                  a.consent_push, a.best_hour
+        r#"SELECT a.customer_id AS "customer_id!", a.context AS "context!", a.holdout AS "holdout!",
+                  a.consent_email AS "consent_email!", a.consent_sms AS "consent_sms!",
+                  a.consent_push AS "consent_push!", a.best_hour
            FROM unnest($3::uuid[]) AS q(id)
-           JOIN metrics.audience a
-             ON a.tenant_id = $1 AND a.campaign_id = $2 AND a.customer_id = q.id"#,
+           CROSS JOIN LATERAL (
+               SELECT * FROM metrics.audience a
+               WHERE a.tenant_id = $1 AND a.campaign_id = $2 AND a.customer_id = q.id LIMIT 1) a"#,
         tenant_id,
         campaign_id,
         customers
@@ -62,11 +68,12 @@ pub async fn recent_sends(
     since: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT d.customer_id, count(*) AS "n!"
+        r#"SELECT q.id AS "customer_id!", c.n AS "n!"
            FROM unnest($2::uuid[]) AS q(id)
-           JOIN metrics.decisions d ON d.tenant_id = $1 AND d.customer_id = q.id
-           WHERE NOT d.holdout AND d.send_at > $3
-           GROUP BY d.customer_id"#,
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS n FROM metrics.decisions d
+               WHERE d.tenant_id = $1 AND d.customer_id = q.id AND NOT d.holdout AND d.send_at > $3) c
+           WHERE c.n > 0"#,
         tenant_id,
         customers,
         since
@@ -100,11 +107,14 @@ pub async fn existing(
 ) -> Result<Vec<DecisionRow>, sqlx::Error> {
     sqlx::query_as!(
         DecisionRow,
-        r#"SELECT d.id, d.campaign_id, d.customer_id, d.holdout, d.context, d.channel, d.variant_id,
-                  d.send_at, d.probability, d.candidates, d.cost, d.decided_at
+        r#"SELECT d.id AS "id!", d.campaign_id AS "campaign_id!", d.customer_id AS "customer_id!",
+                  d.holdout AS "holdout!", d.context AS "context!", d.channel, d.variant_id,
+                  d.send_at AS "send_at!", d.probability AS "probability!",
+                  d.candidates AS "candidates!", d.cost AS "cost!", d.decided_at AS "decided_at!"
            FROM unnest($3::uuid[]) AS q(id)
-           JOIN metrics.decisions d
-             ON d.tenant_id = $1 AND d.campaign_id = $2 AND d.customer_id = q.id"#,
+           CROSS JOIN LATERAL (
+               SELECT * FROM metrics.decisions d
+               WHERE d.tenant_id = $1 AND d.campaign_id = $2 AND d.customer_id = q.id LIMIT 1) d"#,
         tenant_id,
         campaign_id,
         customers

@@ -22,9 +22,11 @@ pub async fn decisions(
 ) -> Result<Vec<DecisionRef>, sqlx::Error> {
     sqlx::query_as!(
         DecisionRef,
-        r#"SELECT d.id, d.campaign_id, d.holdout, d.context, d.channel, d.variant_id
+        r#"SELECT d.id AS "id!", d.campaign_id AS "campaign_id!", d.holdout AS "holdout!",
+                  d.context AS "context!", d.channel, d.variant_id
            FROM unnest($2::uuid[]) AS q(id)
-           JOIN metrics.decisions d ON d.tenant_id = $1 AND d.id = q.id"#,
+           CROSS JOIN LATERAL (
+               SELECT * FROM metrics.decisions d WHERE d.tenant_id = $1 AND d.id = q.id LIMIT 1) d"#,
         tenant_id,
         ids
     )
@@ -49,9 +51,12 @@ pub async fn existing(
 ) -> Result<Vec<OutcomeRow>, sqlx::Error> {
     sqlx::query_as!(
         OutcomeRow,
-        r#"SELECT o.decision_id, o.type AS kind, o.campaign_id, o.revenue, o.occurred_at
-           FROM unnest($2::uuid[]) AS q(id)
-           JOIN metrics.outcomes o ON o.tenant_id = $1 AND o.decision_id = q.id"#,
+        r#"SELECT o.decision_id AS "decision_id!", o.type AS "kind!", o.campaign_id AS "campaign_id!",
+                  o.revenue, o.occurred_at AS "occurred_at!"
+           FROM (SELECT DISTINCT id FROM unnest($2::uuid[]) AS u(id)) AS q
+           CROSS JOIN LATERAL (
+               SELECT * FROM metrics.outcomes o
+               WHERE o.tenant_id = $1 AND o.decision_id = q.id LIMIT 5) o"#,
         tenant_id,
         decision_ids
     )

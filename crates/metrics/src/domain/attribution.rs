@@ -18,35 +18,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// Rejected input, naming the request field at fault so that it can be
-/// returned to the caller as a field error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct AttributionError {
-    /// Path of the offending field, e.g. `half_life_hours` or `conversions[3].value`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl AttributionError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Path of the offending field.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong with the field.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+/// Rejected input, naming the field at fault.
+pub use super::InputError as AttributionError;
 
 /// How a conversion's credit is shared among its eligible touches.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -29,35 +29,8 @@ pub const MIN_DRAWS: usize = 100;
 /// Most posterior draws accepted for the credible intervals.
 pub const MAX_DRAWS: usize = 100_000;
 
-/// Rejected input, naming the request field at fault so that it can be
-/// returned to the caller as a field error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct BudgetError {
-    /// Path of the offending field, e.g. `budget` or `cells[2].cost_per_send`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl BudgetError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Path of the offending field.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong with the field.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+/// Rejected input, naming the field at fault.
+pub use super::InputError as BudgetError;
 
 /// One (segment, channel) pair the budget can be spent on.
 #[derive(Debug, Clone, Copy, PartialEq)]
