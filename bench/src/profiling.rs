@@ -5,7 +5,7 @@
 //! - freshness: from an event's acceptance to its profile and segment reflecting it, under
 //!   ingestion load.
 
-mod shop;
+use mercato_bench::shop;
 
 use std::{
     io::Write,

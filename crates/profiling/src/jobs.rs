@@ -364,3 +364,204 @@ impl JobHandler for Cluster {
         })
     }
 }
+
+/// `profiling.train_model`: builds the dataset from the tenant's events, trains the
+/// sequence model (progress per epoch: losses), evaluates it on the test window against
+/// the baselines, stores the version and activates it if it beats them.
+pub struct TrainModel;
+
+pub const TRAIN_MODEL: &str = "profiling.train_model";
+
+/// What a training job was asked for.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainSpec {
+    pub task: crate::learn::Task,
+    pub horizon_days: i64,
+    pub hyper: crate::learn::Hyper,
+    pub min_positive: usize,
+    pub window: Option<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )>,
+}
+
+impl JobHandler for TrainModel {
+    fn kind(&self) -> &'static str {
+        TRAIN_MODEL
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
+        use crate::learn::pipeline;
+        Box::pin(async move {
+            let tenant_id = ctx.tenant_id();
+            let spec: TrainSpec = serde_json::from_value(ctx.payload().clone())
+                .map_err(|e| JobError::Fatal(format!("payload: {e}")))?;
+            let rows = crate::db::models::history(&ctx.pool, tenant_id, None).await?;
+            let (events, _) = pipeline::records(rows);
+            let last = events
+                .iter()
+                .map(|e| e.at)
+                .max()
+                .ok_or_else(|| JobError::Fatal("the tenant has no events".into()))?;
+            let window = spec
+                .window
+                .unwrap_or_else(|| pipeline::default_window(last, spec.horizon_days));
+            let config = pipeline::config(&spec.hyper, spec.horizon_days, window);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let hyper = spec.hyper.clone();
+            let task = spec.task;
+            let min_positive = spec.min_positive;
+            let cfg = config.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                let d = pipeline::dataset(&events, &cfg, min_positive)?;
+                pipeline::train(d, &hyper, task, |epoch| tx.send(epoch.clone()).is_ok())
+            });
+            while let Some(epoch) = rx.recv().await {
+                let fraction = 0.1 + 0.8 * epoch.epoch as f64 / spec.hyper.epochs.max(1) as f64;
+                ctx.progress(fraction.min(0.9), &json!({"epoch": epoch}))
+                    .await?;
+            }
+            let outcome = work
+                .await
+                .map_err(|e| JobError::Fatal(e.to_string()))?
+                .map_err(|e| match e {
+                    pipeline::TrainError::Data(d) => JobError::Fatal(d.to_string()),
+                    pipeline::TrainError::Internal(m) => JobError::Fatal(m),
+                })?;
+            let beats = outcome.evaluation.beats_baseline();
+            let task_name = match spec.task {
+                crate::learn::Task::Purchase => "purchase",
+                crate::learn::Task::NextEvent => "next_event",
+            };
+            let new = crate::db::models::NewModel {
+                task: task_name,
+                horizon_days: spec.horizon_days as i32,
+                hyper: serde_json::to_value(&spec.hyper).unwrap_or_default(),
+                vocabulary: serde_json::to_value(&outcome.dataset.vocab).unwrap_or_default(),
+                classes: serde_json::to_value(&outcome.dataset.classes).unwrap_or_default(),
+                weights: &outcome.weights,
+                data_window: pipeline::window_json(&config, &outcome.dataset),
+                evaluation: serde_json::to_value(&outcome.evaluation).unwrap_or_default(),
+                epochs: serde_json::to_value(&outcome.epochs).unwrap_or_default(),
+                beats_baseline: beats,
+            };
+            let mut tx = ctx.pool.begin().await?;
+            let id = crate::db::models::insert(&mut *tx, tenant_id, &new).await?;
+            if beats {
+                crate::db::models::activate(&mut tx, tenant_id, id, task_name).await?;
+            }
+            tx.commit().await?;
+            Ok(json!({
+                "model_id": id, "activated": beats, "best_epoch": outcome.best_epoch,
+                "evaluation": outcome.evaluation,
+            }))
+        })
+    }
+}
+
+/// `profiling.score_model`: scores every customer with events using the active model of a
+/// task and writes the trait (`purchase_propensity` or `next_event`).
+pub struct ScoreModel;
+
+pub const SCORE_MODEL: &str = "profiling.score_model";
+
+impl JobHandler for ScoreModel {
+    fn kind(&self) -> &'static str {
+        SCORE_MODEL
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
+        use crate::{
+            domain::sequence::dataset,
+            learn::{Task, pipeline},
+            routes::models::Loaded,
+        };
+        Box::pin(async move {
+            let tenant_id = ctx.tenant_id();
+            let task: Task = ctx
+                .payload()
+                .get("task")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| JobError::Fatal(format!("payload: {e}")))?
+                .unwrap_or(Task::Purchase);
+            let name = match task {
+                Task::Purchase => "purchase",
+                Task::NextEvent => "next_event",
+            };
+            let (model, weights) = crate::db::models::active(&ctx.pool, tenant_id, name)
+                .await?
+                .ok_or_else(|| JobError::Fatal(format!("no active {name} model")))?;
+            let loaded = Loaded::from_row(&model).map_err(|e| JobError::Fatal(e.to_string()))?;
+            let rows = crate::db::models::history(&ctx.pool, tenant_id, None).await?;
+            let (events, customers) = pipeline::records(rows);
+            let now = chrono::Utc::now();
+            let started = std::time::Instant::now();
+            let scored = tokio::task::spawn_blocking(move || {
+                let seq = loaded.hyper.seq_len;
+                let mut tokens = Vec::with_capacity(customers.len() * seq);
+                let mut start = 0;
+                for c in 0..customers.len() {
+                    let end = start
+                        + events[start..]
+                            .iter()
+                            .take_while(|e| e.customer == c as u64)
+                            .count();
+                    tokens.extend(dataset::encode(
+                        &events[start..end],
+                        &loaded.vocab,
+                        seq,
+                        now,
+                    ));
+                    start = end;
+                }
+                let outputs = loaded.outputs(task);
+                let scores = crate::learn::predict(
+                    &weights,
+                    &tokens,
+                    loaded.vocab.size(),
+                    outputs,
+                    &loaded.hyper,
+                    task,
+                )?;
+                let values: Vec<serde_json::Value> = match task {
+                    Task::Purchase => scores
+                        .iter()
+                        .map(|p| json!((p * 10_000.0).round() / 10_000.0))
+                        .collect(),
+                    Task::NextEvent => scores
+                        .chunks(outputs.max(1))
+                        .map(|row| {
+                            let k = row
+                                .iter()
+                                .enumerate()
+                                .max_by(|a, b| a.1.total_cmp(b.1))
+                                .map(|(k, _)| k)
+                                .unwrap_or(0);
+                            json!(loaded.classes.get(k).cloned().unwrap_or_default())
+                        })
+                        .collect(),
+                };
+                Ok::<_, String>((customers, values))
+            })
+            .await
+            .map_err(|e| JobError::Fatal(e.to_string()))?
+            .map_err(JobError::Fatal)?;
+            let (customers, values) = scored;
+            let key = match task {
+                Task::Purchase => "purchase_propensity",
+                Task::NextEvent => "next_event",
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            let written =
+                crate::db::models::write_traits(&ctx.pool, tenant_id, &customers, key, &values)
+                    .await?;
+            Ok(
+                json!({"model_id": model.id, "customers": written, "trait": key,
+                      "customers_per_second": customers.len() as f64 / seconds.max(1e-9)}),
+            )
+        })
+    }
+}

@@ -17,6 +17,7 @@ pub mod db;
 pub mod domain;
 pub mod ingest;
 pub mod jobs;
+pub mod learn;
 pub mod routes;
 mod state;
 
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(routes::value::routes())
         .merge(routes::privacy::routes())
         .merge(routes::imports::routes())
+        .merge(routes::models::routes())
 }
 
 pub fn router(state: AppState) -> OpenApiRouter {
@@ -54,5 +56,7 @@ pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Serv
     parts.jobs.push(Arc::new(jobs::FitClv));
     parts.jobs.push(Arc::new(jobs::Import));
     parts.jobs.push(Arc::new(jobs::Cluster));
+    parts.jobs.push(Arc::new(jobs::TrainModel));
+    parts.jobs.push(Arc::new(jobs::ScoreModel));
     Ok(parts)
 }

@@ -4,6 +4,7 @@ pub mod clusters;
 pub mod clv;
 pub mod customers;
 pub mod events;
+pub mod models;
 pub mod privacy;
 pub mod products;
 pub mod profiles;

@@ -9,4 +9,5 @@ pub mod import;
 pub mod product;
 pub mod profile;
 pub mod segment;
+pub mod sequence;
 pub mod value;

@@ -3,6 +3,7 @@
 pub mod customers;
 pub mod events;
 pub mod imports;
+pub mod models;
 pub mod privacy;
 pub mod products;
 pub mod profiles;

@@ -1,0 +1,14 @@
+//! The sequence model of customer behaviour: Embedding -> LSTM (one or two layers) ->
+//! Dense, trained with candle-nn on each tenant's own event sequences.
+//!
+//! `model` holds the network and its deterministic initialisation, `train` the training
+//! loop (AdamW, class-weighted losses, early stopping on validation loss) and scoring.
+//! Everything here is CPU-bound: callers run it on a blocking thread, never on the async
+//! workers.
+
+pub mod model;
+pub mod pipeline;
+pub mod train;
+
+pub use model::{Hyper, Task};
+pub use train::{EpochReport, Trained, fit, predict};
