@@ -39,6 +39,16 @@ pub struct Trained {
     pub best_epoch: usize,
 }
 
+/// Where training and scoring run: the first GPU when built with the `cuda` feature and one
+/// is present, otherwise the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(gpu) = Device::new_cuda(0) {
+        return gpu;
+    }
+    Device::Cpu
+}
+
 fn err(e: candle_core::Error) -> String {
     e.to_string()
 }
@@ -138,7 +148,7 @@ pub fn fit(
     task: Task,
     mut on_epoch: impl FnMut(&EpochReport) -> bool,
 ) -> Result<Trained, String> {
-    let device = Device::Cpu;
+    let device = device();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let model = build(vb, vocab, outputs, hyper, task)?;
@@ -224,7 +234,7 @@ pub fn predict(
     hyper: &Hyper,
     task: Task,
 ) -> Result<Vec<f64>, String> {
-    let device = Device::Cpu;
+    let device = device();
     let tensors = candle_core::safetensors::load_buffer(weights, &device).map_err(err)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
     let model = build(vb, vocab, outputs, hyper, task)?;
