@@ -262,6 +262,7 @@ async fn decide(
     let deadline = c.row.ends_at;
     let budget_left = c.row.budget.map(|b| b - c.row.spent);
     let cap = c.row.frequency_cap.map(i64::from);
+    let holdout_share = c.row.holdout_share;
     let requested = body.customers.clone();
     let prepared = (eligibility, existing, known, recent, arms_by_context);
     // The sampling is CPU work (a few milliseconds per batch): keep it off the async workers.
@@ -329,7 +330,9 @@ async fn decide(
                     channel: None,
                     variant_id: None,
                     send_at,
-                    probability: 1.0,
+                    // The holdout is drawn by a hash of the seed and the customer with this
+                    // probability when the audience is frozen.
+                    probability: holdout_share,
                     candidates: vec![],
                     cost: 0.0,
                     decided_at: now,
