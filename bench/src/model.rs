@@ -108,23 +108,13 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("not a purchase evaluation");
     };
     // Scoring throughput: every customer's sequence at the end of the data.
-    let mut tokens = Vec::new();
-    let mut start = 0;
-    let n = shop.customers.len();
-    for c in 0..n {
-        let end = start
-            + events[start..]
-                .iter()
-                .take_while(|e| e.customer == c as u64)
-                .count();
-        tokens.extend(dataset::encode(
-            &events[start..end],
-            &outcome.dataset.vocab,
-            hyper.seq_len,
-            last,
-        ));
-        start = end;
-    }
+    let tokens = pipeline::encode_customers(
+        &events,
+        shop.customers.len(),
+        &outcome.dataset.vocab,
+        hyper.seq_len,
+        last,
+    );
     let t0 = Instant::now();
     let scores = mercato_profiling::learn::predict(
         &outcome.weights,

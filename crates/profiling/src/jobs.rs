@@ -430,10 +430,7 @@ impl JobHandler for TrainModel {
                     pipeline::TrainError::Internal(m) => JobError::Fatal(m),
                 })?;
             let beats = outcome.evaluation.beats_baseline();
-            let task_name = match spec.task {
-                crate::learn::Task::Purchase => "purchase",
-                crate::learn::Task::NextEvent => "next_event",
-            };
+            let task_name = spec.task.as_str();
             let new = crate::db::models::NewModel {
                 task: task_name,
                 horizon_days: spec.horizon_days as i32,
@@ -473,7 +470,6 @@ impl JobHandler for ScoreModel {
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
         use crate::{
-            domain::sequence::dataset,
             learn::{Task, pipeline},
             routes::models::Loaded,
         };
@@ -487,10 +483,7 @@ impl JobHandler for ScoreModel {
                 .transpose()
                 .map_err(|e| JobError::Fatal(format!("payload: {e}")))?
                 .unwrap_or(Task::Purchase);
-            let name = match task {
-                Task::Purchase => "purchase",
-                Task::NextEvent => "next_event",
-            };
+            let name = task.as_str();
             let (model, weights) = crate::db::models::active(&ctx.pool, tenant_id, name)
                 .await?
                 .ok_or_else(|| JobError::Fatal(format!("no active {name} model")))?;
@@ -500,23 +493,13 @@ impl JobHandler for ScoreModel {
             let now = chrono::Utc::now();
             let started = std::time::Instant::now();
             let scored = tokio::task::spawn_blocking(move || {
-                let seq = loaded.hyper.seq_len;
-                let mut tokens = Vec::with_capacity(customers.len() * seq);
-                let mut start = 0;
-                for c in 0..customers.len() {
-                    let end = start
-                        + events[start..]
-                            .iter()
-                            .take_while(|e| e.customer == c as u64)
-                            .count();
-                    tokens.extend(dataset::encode(
-                        &events[start..end],
-                        &loaded.vocab,
-                        seq,
-                        now,
-                    ));
-                    start = end;
-                }
+                let tokens = pipeline::encode_customers(
+                    &events,
+                    customers.len(),
+                    &loaded.vocab,
+                    loaded.hyper.seq_len,
+                    now,
+                );
                 let outputs = loaded.outputs(task);
                 let scores = crate::learn::predict(
                     &weights,
@@ -534,12 +517,7 @@ impl JobHandler for ScoreModel {
                     Task::NextEvent => scores
                         .chunks(outputs.max(1))
                         .map(|row| {
-                            let k = row
-                                .iter()
-                                .enumerate()
-                                .max_by(|a, b| a.1.total_cmp(b.1))
-                                .map(|(k, _)| k)
-                                .unwrap_or(0);
+                            let k = crate::learn::model::argmax(row).map_or(0, |(k, _)| k);
                             json!(loaded.classes.get(k).cloned().unwrap_or_default())
                         })
                         .collect(),
@@ -550,10 +528,7 @@ impl JobHandler for ScoreModel {
             .map_err(|e| JobError::Fatal(e.to_string()))?
             .map_err(JobError::Fatal)?;
             let (customers, values) = scored;
-            let key = match task {
-                Task::Purchase => "purchase_propensity",
-                Task::NextEvent => "next_event",
-            };
+            let key = task.trait_key();
             let seconds = started.elapsed().as_secs_f64();
             let written =
                 crate::db::models::write_traits(&ctx.pool, tenant_id, &customers, key, &values)

@@ -19,6 +19,36 @@ pub enum Task {
     NextEvent,
 }
 
+impl Task {
+    /// The name stored with model versions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Purchase => "purchase",
+            Task::NextEvent => "next_event",
+        }
+    }
+
+    /// The customer trait scoring writes.
+    pub fn trait_key(self) -> &'static str {
+        match self {
+            Task::Purchase => "purchase_propensity",
+            Task::NextEvent => "next_event",
+        }
+    }
+}
+
+/// Index and value of the largest entry of a probability row (the first on ties);
+/// `None` for an empty row.
+pub fn argmax(row: &[f64]) -> Option<(usize, f64)> {
+    row.iter()
+        .copied()
+        .enumerate()
+        .fold(None, |best: Option<(usize, f64)>, (k, p)| match best {
+            Some((_, b)) if b >= p => best,
+            _ => Some((k, p)),
+        })
+}
+
 /// Hyper-parameters, with defaults suited to a small shop's data on a CPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]

@@ -229,3 +229,26 @@ pub fn records(rows: Vec<crate::db::models::HistoryRow>) -> (Vec<EventRecord>, V
     }
     (events, customers)
 }
+
+/// Every customer's input at `at`: `customers x seq_len` tokens, row-major, from events
+/// ordered by customer index (as [`records`] returns them).
+pub fn encode_customers(
+    events: &[EventRecord],
+    customers: usize,
+    vocab: &dataset::Vocabulary,
+    seq_len: usize,
+    at: DateTime<Utc>,
+) -> Vec<u32> {
+    let mut tokens = Vec::with_capacity(customers * seq_len);
+    let mut start = 0;
+    for c in 0..customers {
+        let end = start
+            + events[start..]
+                .iter()
+                .take_while(|e| e.customer == c as u64)
+                .count();
+        tokens.extend(dataset::encode(&events[start..end], vocab, seq_len, at));
+        start = end;
+    }
+    tokens
+}

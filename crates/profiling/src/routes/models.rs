@@ -38,13 +38,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(customer_prediction))
 }
 
-fn task_name(task: Task) -> &'static str {
-    match task {
-        Task::Purchase => "purchase",
-        Task::NextEvent => "next_event",
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"task": "purchase", "horizon_days": 30, "hyper": {"epochs": 10}}))]
@@ -305,13 +298,13 @@ async fn score_customers(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     ctx.require(Role::Writer)?;
     let task = body.task.unwrap_or(Task::Purchase);
-    if db::active(&state.pool, ctx.tenant_id, task_name(task))
+    if db::active(&state.pool, ctx.tenant_id, task.as_str())
         .await?
         .is_none()
     {
         return Err(ApiError::Conflict(format!(
             "no active {} model: train one or activate a version",
-            task_name(task)
+            task.as_str()
         )));
     }
     let job = queue::enqueue(
@@ -368,9 +361,9 @@ async fn customer_prediction(
     Query(params): Query<TaskParams>,
 ) -> ApiResult<Json<Prediction>> {
     let task = params.task.unwrap_or(Task::Purchase);
-    let (model, weights) = db::active(&state.pool, ctx.tenant_id, task_name(task))
+    let (model, weights) = db::active(&state.pool, ctx.tenant_id, task.as_str())
         .await?
-        .ok_or_else(|| ApiError::Conflict(format!("no active {} model", task_name(task))))?;
+        .ok_or_else(|| ApiError::Conflict(format!("no active {} model", task.as_str())))?;
     if crate::db::customers::get(&state.pool, ctx.tenant_id, id)
         .await?
         .is_none()
@@ -444,12 +437,7 @@ fn explain(
         Task::Purchase => (None, scores.first().copied().unwrap_or(0.0)),
         Task::NextEvent => {
             let row = &scores[..outputs.min(scores.len())];
-            let (k, p) = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(k, p)| (k, *p))
-                .unwrap_or((0, 0.0));
+            let (k, p) = crate::learn::model::argmax(row).unwrap_or((0, 0.0));
             (Some(k), p)
         }
     };
