@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod llm;
 mod state;
 
 pub use state::AppState;

@@ -21,6 +21,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub gateway: GatewaySettings,
     pub jobs: JobSettings,
+    pub content: ContentSettings,
     /// Secrets, filled from the environment after the files are read.
     #[serde(skip)]
     pub secrets: Secrets,
@@ -100,6 +101,31 @@ pub struct JobSettings {
     pub retry_base_ms: u64,
 }
 
+/// The content service's models and generation worker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentSettings {
+    /// GGUF file of the generative model (llama or qwen2 architecture). Relative paths are
+    /// resolved against the working directory.
+    pub model_path: String,
+    /// Directory with the embedding model (`model.safetensors`, `config.json`, `tokenizer.json`).
+    pub embedding_dir: String,
+    /// `auto`, `cpu` or `cuda:N`.
+    pub device: String,
+    /// `auto` (dequantise to f32 when that stays under `f32_limit_bytes`), `f32` or `quantized`.
+    pub weights: String,
+    pub f32_limit_bytes: usize,
+    /// Sequences decoded together by the batching worker.
+    pub max_batch: usize,
+    /// Requests waiting for a place in the batch; beyond it generation answers 429.
+    pub queue_capacity: usize,
+    /// Prompt tokens prefilled per worker step, so long prompts do not stall decoding.
+    pub prefill_chunk: usize,
+    /// Longest sequence (prompt + output) served.
+    pub max_context: usize,
+    /// Most tokens one request may ask for.
+    pub max_new_tokens: usize,
+}
+
 /// Values that must never be written to a file under `config/`.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
@@ -169,6 +195,19 @@ impl Secrets {
 }
 
 /// `MERCATO_CONFIG_DIR`, else the nearest `config/` above the working directory.
+/// Resolves a path from the settings: absolute as given, relative against the project root
+/// (the directory holding `config/`), else against the working directory.
+pub fn resolve_path(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() {
+        return p;
+    }
+    match config_dir().as_deref().and_then(Path::parent) {
+        Some(root) => root.join(p),
+        None => p,
+    }
+}
+
 fn config_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("MERCATO_CONFIG_DIR") {
         return Some(PathBuf::from(dir));

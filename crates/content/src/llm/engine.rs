@@ -1,0 +1,752 @@
+//! The generation worker: one dedicated thread owns the model and runs continuous batching.
+//!
+//! Each step it admits waiting requests (prefill, in chunks of `prefill_chunk` tokens so a
+//! long prompt never stalls the others for long), runs one batched decode step for every
+//! sequence that is generating, streams each new piece of text to its requester and retires
+//! sequences that finished, hit a stop string or whose requester went away. Requests wait in
+//! a bounded queue; a full queue is refused at once (the HTTP layer answers 429).
+//!
+//! Slots: sequences `active[..decoding]` are generating, `active[decoding..]` are still being
+//! prefilled (in arrival order); a sequence's index is its KV-cache slot, so a decode step is
+//! one forward call over slots `0..decoding`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::model::{Cache, Model, Row};
+use super::sampling::{Rng, Sampling, sample};
+use super::tokenizer::TextCodec;
+
+/// Worker limits.
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    pub max_batch: usize,
+    pub queue_capacity: usize,
+    pub prefill_chunk: usize,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its answer or a stop string appeared.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+    /// The requester went away.
+    Cancelled,
+}
+
+/// The end of one generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finished {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Seconds from submission to the first token.
+    pub time_to_first_token: f64,
+}
+
+/// What a requester receives, in order: text pieces, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done(Finished),
+    Failed(String),
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the generation queue is full")]
+    Busy,
+    #[error("the model is not available: {0}")]
+    Unavailable(String),
+    #[error(
+        "the prompt has {prompt} tokens; with max_tokens {max_tokens} it exceeds the context of {context}"
+    )]
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
+    #[error("the prompt is empty")]
+    Empty,
+}
+
+/// Live counters, shared with the HTTP side.
+#[derive(Default)]
+pub struct Stats {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    pub prefill_tokens: AtomicU64,
+    pub decode_tokens: AtomicU64,
+    pub completed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub cancelled: AtomicU64,
+    /// Nanoseconds spent in prefill and decode forward passes.
+    pub prefill_nanos: AtomicU64,
+    pub decode_nanos: AtomicU64,
+    pub decode_steps: AtomicU64,
+}
+
+/// A snapshot of [`Stats`] for the status endpoint.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatsSnapshot {
+    pub queue_depth: usize,
+    pub active_sequences: usize,
+    pub prefill_tokens: u64,
+    pub decode_tokens: u64,
+    pub completed: u64,
+    pub rejected: u64,
+    pub cancelled: u64,
+    /// Prefill tokens per second of prefill compute.
+    pub prefill_tokens_per_second: f64,
+    /// Decode tokens per second of decode compute (all sequences together).
+    pub decode_tokens_per_second: f64,
+    /// Mean sequences per decode step.
+    pub mean_batch: f64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let per_sec = |tokens: u64, nanos: u64| {
+            if nanos == 0 {
+                0.0
+            } else {
+                tokens as f64 / (nanos as f64 / 1e9)
+            }
+        };
+        let decode = self.decode_tokens.load(Ordering::Relaxed);
+        let steps = self.decode_steps.load(Ordering::Relaxed);
+        StatsSnapshot {
+            queue_depth: self.queued.load(Ordering::Relaxed),
+            active_sequences: self.active.load(Ordering::Relaxed),
+            prefill_tokens: self.prefill_tokens.load(Ordering::Relaxed),
+            decode_tokens: decode,
+            completed: self.completed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            prefill_tokens_per_second: per_sec(
+                self.prefill_tokens.load(Ordering::Relaxed),
+                self.prefill_nanos.load(Ordering::Relaxed),
+            ),
+            decode_tokens_per_second: per_sec(decode, self.decode_nanos.load(Ordering::Relaxed)),
+            mean_batch: if steps == 0 {
+                0.0
+            } else {
+                decode as f64 / steps as f64
+            },
+        }
+    }
+}
+
+/// Facts about the loaded model, for provenance and the status endpoint.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// File name of the GGUF.
+    pub name: String,
+    pub architecture: String,
+    pub parameters: usize,
+    /// `hybrid`, `f32`, `q8_0` or `file` (see the `weights` setting).
+    pub weights: String,
+    pub device: String,
+    pub context: usize,
+    pub max_batch: usize,
+    pub threads: usize,
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    sampling: Sampling,
+    events: UnboundedSender<Event>,
+    submitted: Instant,
+}
+
+enum Loaded {
+    Loading,
+    Ready(ModelInfo),
+    Failed(String),
+}
+
+/// What the worker and the handles share. The worker holds no sender, so it stops when the
+/// last [`Engine`] handle is dropped.
+struct Shared {
+    codec: RwLock<Option<Arc<TextCodec>>>,
+    state: RwLock<Loaded>,
+    stats: Arc<Stats>,
+}
+
+impl Shared {
+    fn set_state(&self, state: Loaded) {
+        if let Ok(mut s) = self.state.write() {
+            *s = state;
+        }
+    }
+}
+
+/// Handle to the worker; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+    pub stats: Arc<Stats>,
+    max_new_tokens: usize,
+}
+
+/// How to build the model on the worker thread.
+pub struct EngineSpec {
+    pub model_path: std::path::PathBuf,
+    pub weights: String,
+    pub f32_limit_bytes: usize,
+    pub max_context: usize,
+    pub max_new_tokens: usize,
+    pub device: candle_core::Device,
+    pub limits: EngineLimits,
+}
+
+impl Engine {
+    /// Starts the worker thread; the model loads there (see [`Engine::ready`]).
+    pub fn start(spec: EngineSpec) -> Self {
+        let spec_max_new_tokens = spec.max_new_tokens;
+        let (tx, rx) = std::sync::mpsc::sync_channel(spec.limits.queue_capacity.max(1));
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            codec: RwLock::new(None),
+            state: RwLock::new(Loaded::Loading),
+            stats: stats.clone(),
+        });
+        let worker = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("llm-worker".into())
+            .spawn(move || run(&worker, spec, rx));
+        if let Err(e) = spawned {
+            shared.set_state(Loaded::Failed(format!(
+                "cannot start the worker thread: {e}"
+            )));
+        }
+        Engine {
+            tx,
+            shared,
+            stats,
+            max_new_tokens: spec_max_new_tokens,
+        }
+    }
+
+    /// `Ok` once the model is loaded; why not otherwise.
+    pub fn ready(&self) -> Result<ModelInfo, String> {
+        match self.shared.state.read().as_deref() {
+            Ok(Loaded::Ready(info)) => Ok(info.clone()),
+            Ok(Loaded::Loading) => Err("the model is loading".to_string()),
+            Ok(Loaded::Failed(e)) => Err(e.clone()),
+            Err(_) => Err("the engine state is poisoned".to_string()),
+        }
+    }
+
+    /// Waits (up to `timeout`) for the model to load.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<ModelInfo, String> {
+        let until = Instant::now() + timeout;
+        loop {
+            match self.ready() {
+                Err(e) if e == "the model is loading" && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The tokenizer and chat template (once loaded).
+    pub fn codec(&self) -> Result<Arc<TextCodec>, SubmitError> {
+        self.ready().map_err(SubmitError::Unavailable)?;
+        self.shared
+            .codec
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| SubmitError::Unavailable("no tokenizer".to_string()))
+    }
+
+    pub fn max_new_tokens(&self) -> usize {
+        self.max_new_tokens
+    }
+
+    /// Queues a generation. Events arrive on the returned receiver; dropping it cancels the
+    /// sequence.
+    pub fn submit(
+        &self,
+        prompt: Vec<u32>,
+        sampling: Sampling,
+    ) -> Result<UnboundedReceiver<Event>, SubmitError> {
+        let info = self.ready().map_err(SubmitError::Unavailable)?;
+        if prompt.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        if prompt.len() + sampling.max_tokens > info.context {
+            return Err(SubmitError::TooLong {
+                prompt: prompt.len(),
+                max_tokens: sampling.max_tokens,
+                context: info.context,
+            });
+        }
+        let (events, rx) = unbounded_channel();
+        let job = Job {
+            prompt,
+            sampling,
+            events,
+            submitted: Instant::now(),
+        };
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                metrics::gauge!("llm_queue_depth").increment(1.0);
+                Ok(rx)
+            }
+            Err(e) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("llm_rejected_total").increment(1);
+                        Err(SubmitError::Busy)
+                    }
+                    TrySendError::Disconnected(_) => Err(SubmitError::Unavailable(
+                        "the generation worker stopped".to_string(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Generates to the end and returns the result (for callers that do not stream).
+    pub async fn generate(
+        &self,
+        prompt: Vec<u32>,
+        sampling: Sampling,
+    ) -> Result<Finished, GenerateError> {
+        let mut rx = self.submit(prompt, sampling)?;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Text(_) => {}
+                Event::Done(f) => return Ok(f),
+                Event::Failed(e) => return Err(GenerateError::Failed(e)),
+            }
+        }
+        Err(GenerateError::Failed(
+            "the worker dropped the request".to_string(),
+        ))
+    }
+}
+
+fn run(shared: &Shared, spec: EngineSpec, rx: Receiver<Job>) {
+    let loaded = (|| -> anyhow::Result<(Model, TextCodec)> {
+        let codec = TextCodec::from_gguf_path(&spec.model_path)?;
+        let model = Model::load(
+            &spec.model_path,
+            &spec.weights,
+            spec.f32_limit_bytes,
+            spec.max_context,
+            &spec.device,
+        )?;
+        Ok((model, codec))
+    })();
+    let (model, codec) = match loaded {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, path = %spec.model_path.display(), "the language model failed to load");
+            shared.set_state(Loaded::Failed(format!(
+                "the language model failed to load: {e}"
+            )));
+            return;
+        }
+    };
+    let cache = match model.new_cache(spec.limits.max_batch.max(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.set_state(Loaded::Failed(format!("cannot allocate the KV cache: {e}")));
+            return;
+        }
+    };
+    let info = ModelInfo {
+        name: spec
+            .model_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        architecture: model.config.arch.as_str().to_string(),
+        parameters: model.config.params,
+        weights: model.format.as_str().to_string(),
+        device: if model.device().is_cuda() {
+            "cuda"
+        } else {
+            "cpu"
+        }
+        .to_string(),
+        context: model.max_context(),
+        max_batch: cache.slots(),
+        threads: candle_core::utils::get_num_threads(),
+    };
+    tracing::info!(?info, "language model loaded");
+    let codec = Arc::new(codec);
+    if let Ok(mut c) = shared.codec.write() {
+        *c = Some(codec.clone());
+    }
+    shared.set_state(Loaded::Ready(info));
+    let mut worker = Worker {
+        model,
+        codec,
+        cache,
+        active: Vec::new(),
+        decoding: 0,
+        limits: spec.limits,
+        stats: shared.stats.clone(),
+    };
+    if let Err(e) = worker.serve(&rx) {
+        tracing::error!(error = %e, "the generation worker failed");
+        worker.fail_all(&e.to_string());
+        shared.set_state(Loaded::Failed(format!("the generation worker failed: {e}")));
+    }
+}
+
+/// Errors of [`Engine::generate`].
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("generation failed: {0}")]
+    Failed(String),
+}
+
+struct Seq {
+    job: Job,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    /// Tokens already in the KV cache.
+    cached: usize,
+    generated: usize,
+    rng: Rng,
+    /// Bytes of the generated text already sent.
+    sent: usize,
+    text: String,
+    first_token: Option<Instant>,
+    last_token: Instant,
+    finished: Option<FinishReason>,
+}
+
+struct Worker {
+    model: Model,
+    codec: Arc<TextCodec>,
+    cache: Cache,
+    active: Vec<Seq>,
+    decoding: usize,
+    limits: EngineLimits,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    fn serve(&mut self, rx: &Receiver<Job>) -> anyhow::Result<()> {
+        loop {
+            if self.active.is_empty() {
+                self.cache.shrink()?;
+                match rx.recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => return Ok(()),
+                }
+            }
+            while self.active.len() < self.cache.slots() {
+                match rx.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if self.active.is_empty() {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
+            }
+            self.prefill_step()?;
+            self.retire();
+            self.decode_step()?;
+            self.retire();
+            self.stats
+                .active
+                .store(self.active.len(), Ordering::Relaxed);
+            metrics::gauge!("llm_active_sequences").set(self.active.len() as f64);
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("llm_queue_depth").decrement(1.0);
+        if job.events.is_closed() {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let rng = Rng::new(job.sampling.seed);
+        self.active.push(Seq {
+            tokens: job.prompt.clone(),
+            cached: 0,
+            generated: 0,
+            rng,
+            sent: 0,
+            text: String::new(),
+            first_token: None,
+            last_token: Instant::now(),
+            finished: None,
+            job,
+        });
+    }
+
+    /// Prefills waiting sequences in arrival order within the per-step token budget; a
+    /// sequence whose prompt is complete samples its first token and joins the decoders.
+    fn prefill_step(&mut self) -> anyhow::Result<()> {
+        let mut budget = self.limits.prefill_chunk.max(1);
+        while budget > 0 && self.decoding < self.active.len() {
+            let slot = self.decoding;
+            let seq = &self.active[slot];
+            if seq.job.events.is_closed() {
+                self.remove(slot, FinishReason::Cancelled);
+                continue;
+            }
+            let prompt_len = seq.job.prompt.len();
+            // Chunk boundaries fall at fixed multiples of the chunk size from the prompt's
+            // start, whatever else is waiting: a prompt is always split the same way, so its
+            // output does not depend on the load.
+            let chunk = self.limits.prefill_chunk.max(1);
+            let take = (prompt_len - seq.cached).min(chunk - seq.cached % chunk);
+            let start = Instant::now();
+            let logits = self.model.forward(
+                &mut self.cache,
+                &[Row {
+                    slot,
+                    tokens: &seq.tokens[seq.cached..seq.cached + take],
+                    pos: seq.cached,
+                }],
+            )?;
+            self.stats
+                .prefill_nanos
+                .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats
+                .prefill_tokens
+                .fetch_add(take as u64, Ordering::Relaxed);
+            metrics::counter!("llm_prefill_tokens_total").increment(take as u64);
+            budget = budget.saturating_sub(take);
+            let seq = &mut self.active[slot];
+            seq.cached += take;
+            if seq.cached == prompt_len {
+                let mut row = logits.squeeze(0)?.to_vec1::<f32>()?;
+                self.decoding += 1;
+                self.accept(slot, &mut row);
+            }
+        }
+        Ok(())
+    }
+
+    /// One decode step for every generating sequence that has not finished.
+    fn decode_step(&mut self) -> anyhow::Result<()> {
+        let n = self.decoding;
+        if n == 0 || self.active[..n].iter().all(|s| s.finished.is_some()) {
+            return Ok(());
+        }
+        // Finished sequences still occupy their slot until `retire`; they ride along (their
+        // logits are ignored) so the rows stay consecutive.
+        let last: Vec<[u32; 1]> = self.active[..n]
+            .iter()
+            .map(|s| [*s.tokens.last().unwrap_or(&0)])
+            .collect();
+        let rows: Vec<Row<'_>> = self.active[..n]
+            .iter()
+            .zip(&last)
+            .enumerate()
+            .map(|(slot, (s, t))| Row {
+                slot,
+                tokens: t,
+                pos: if s.finished.is_some() {
+                    s.cached.saturating_sub(1)
+                } else {
+                    s.cached
+                },
+            })
+            .collect();
+        let start = Instant::now();
+        let logits = self.model.forward(&mut self.cache, &rows)?;
+        let logits = logits.to_vec2::<f32>()?;
+        let live = self.active[..n]
+            .iter()
+            .filter(|s| s.finished.is_none())
+            .count();
+        self.stats
+            .decode_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.decode_steps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decode_tokens
+            .fetch_add(live as u64, Ordering::Relaxed);
+        metrics::counter!("llm_decode_tokens_total").increment(live as u64);
+        metrics::histogram!("llm_decode_batch_size").record(live as f64);
+        for (slot, mut row) in logits.into_iter().enumerate() {
+            if self.active[slot].finished.is_none() {
+                self.active[slot].cached += 1;
+                self.accept(slot, &mut row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples the next token of `slot`, streams the new text, decides whether it finished.
+    fn accept(&mut self, slot: usize, logits: &mut [f32]) {
+        let max_context = self.model.max_context();
+        let seq = &mut self.active[slot];
+        let token = sample(logits, &seq.job.sampling, &seq.tokens, &mut seq.rng);
+        let now = Instant::now();
+        match seq.first_token {
+            None => {
+                seq.first_token = Some(now);
+                metrics::histogram!("llm_time_to_first_token_seconds")
+                    .record((now - seq.job.submitted).as_secs_f64());
+            }
+            Some(_) => {
+                metrics::histogram!("llm_inter_token_seconds")
+                    .record((now - seq.last_token).as_secs_f64());
+            }
+        }
+        seq.last_token = now;
+        if self.codec.stop_ids.contains(&token) {
+            seq.finished = Some(FinishReason::Stop);
+            return;
+        }
+        seq.tokens.push(token);
+        seq.generated += 1;
+        let text = self
+            .codec
+            .decode(&seq.tokens[seq.job.prompt.len()..])
+            .unwrap_or_default();
+        seq.text = text;
+        let stops = &seq.job.sampling.stop;
+        if let Some(at) = stops.iter().filter_map(|s| seq.text.find(s.as_str())).min() {
+            seq.text.truncate(at);
+            seq.finished = Some(FinishReason::Stop);
+        } else if seq.generated >= seq.job.sampling.max_tokens || seq.tokens.len() >= max_context {
+            seq.finished = Some(FinishReason::Length);
+        }
+        // Stream what is settled: not a half-decoded character, not a possible stop-string start.
+        let settled = if seq.finished.is_some() {
+            seq.text.len()
+        } else if seq.text.ends_with('\u{FFFD}') {
+            seq.sent
+        } else {
+            seq.text.len() - held_back(&seq.text, stops)
+        };
+        if settled > seq.sent
+            && seq.text.is_char_boundary(settled)
+            && seq.text.is_char_boundary(seq.sent)
+        {
+            let piece = seq.text[seq.sent..settled].to_string();
+            seq.sent = settled;
+            if seq.job.events.send(Event::Text(piece)).is_err() {
+                seq.finished = Some(FinishReason::Cancelled);
+            }
+        }
+        if seq.finished.is_none() && seq.job.events.is_closed() {
+            seq.finished = Some(FinishReason::Cancelled);
+        }
+    }
+
+    /// Removes finished sequences, reporting their results.
+    fn retire(&mut self) {
+        for slot in (0..self.decoding).rev() {
+            if let Some(reason) = self.active[slot].finished {
+                self.remove(slot, reason);
+            }
+        }
+    }
+
+    /// Takes the sequence in `slot` out, keeping the slots compact, and reports its end.
+    fn remove(&mut self, slot: usize, reason: FinishReason) {
+        let mut moves = Vec::new();
+        if slot < self.decoding {
+            let last_decoding = self.decoding - 1;
+            if slot != last_decoding {
+                self.active.swap(slot, last_decoding);
+                moves.push((last_decoding, slot, self.active[slot].cached));
+            }
+            self.decoding -= 1;
+            let hole = last_decoding;
+            let last = self.active.len() - 1;
+            if hole != last {
+                self.active.swap(hole, last);
+                moves.push((last, hole, self.active[hole].cached));
+            }
+        } else {
+            let last = self.active.len() - 1;
+            if slot != last {
+                self.active.swap(slot, last);
+                moves.push((last, slot, self.active[slot].cached));
+            }
+        }
+        let Some(seq) = self.active.pop() else { return };
+        for (from, to, len) in moves {
+            if let Err(e) = self.cache.move_slot(from, to, len) {
+                tracing::error!(error = %e, "moving a KV-cache slot failed");
+            }
+        }
+        let done = Finished {
+            text: seq.text,
+            finish_reason: reason,
+            prompt_tokens: seq.job.prompt.len(),
+            completion_tokens: seq.generated,
+            time_to_first_token: seq
+                .first_token
+                .map(|t| (t - seq.job.submitted).as_secs_f64())
+                .unwrap_or(0.0),
+        };
+        if reason == FinishReason::Cancelled {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("llm_cancelled_total").increment(1);
+        } else {
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = seq.job.events.send(Event::Done(done));
+    }
+
+    /// Tells every waiting requester that the worker failed.
+    fn fail_all(&mut self, error: &str) {
+        for seq in self.active.drain(..) {
+            let _ = seq.job.events.send(Event::Failed(error.to_string()));
+        }
+        self.decoding = 0;
+    }
+}
+
+/// Bytes at the end of `text` that could be the start of a stop string.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut hold = 0;
+    for stop in stops {
+        for (i, _) in stop.char_indices().skip(1) {
+            if text.ends_with(&stop[..i]) {
+                hold = hold.max(i);
+            }
+        }
+    }
+    hold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn holds_back_a_possible_stop_prefix() {
+        let stops = vec!["\n\n".to_string(), "END".to_string()];
+        assert_eq!(held_back("Hello\n", &stops), 1);
+        assert_eq!(held_back("Hello EN", &stops), 2);
+        assert_eq!(held_back("Hello", &stops), 0);
+    }
+}

@@ -1,0 +1,583 @@
+//! The project's own batched forward pass for llama-family GGUF models (llama, qwen2).
+//!
+//! candle's stock `quantized_llama` keeps one position and one mask for the whole batch, so
+//! it cannot run sequences of different lengths together. This forward pass gives every row
+//! its own position and attention mask and keeps a slot-based KV cache that sequences join
+//! and leave while the others keep decoding (continuous batching).
+//!
+//! Layout: the cache of each layer is one tensor `[slots, kv_heads, capacity, head_dim]`.
+//! Active sequences occupy slots `0..active` (a retiring sequence's slot is refilled with the
+//! last one), so a decode step reads `narrow(0, 0, active)` and `narrow(2, 0, longest)` views
+//! of it without copying. Grouped-query attention runs without repeating the keys: the query
+//! heads that share a key head are folded into the row dimension of one matmul.
+
+use std::path::Path;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{DType, Device, Module, Tensor};
+
+/// Which transformer family the GGUF holds; decides biases and the rotary convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How the weight matrices are held in memory.
+///
+/// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): candle's quantised vec-dot
+/// kernels are fastest up to about 14 rows per call (Q8_0 has AVX paths, the file's Q4_1 has
+/// none), while an f32 GEMM over pre-transposed weights wins beyond (many sequences, prefill).
+/// `Hybrid` keeps both and picks per call by row count; that makes a sequence's numbers depend
+/// on how many others share its step, so its greedy output can differ with load. The default
+/// (`auto`) is therefore `Q8`, whose kernels treat every row alike: the same prompt and seed
+/// give the same text whatever else is batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// f32 only: one GEMM serves every row.
+    F32,
+    /// Re-quantised to Q8_0 at load (no loss against a 4-bit file), vec-dot kernels.
+    Q8,
+    /// The file's own quantised blocks (the only choice that keeps a large model small).
+    File,
+    /// Q8_0 for calls with fewer than `dense_from_rows` rows, f32 for the others.
+    Hybrid,
+}
+
+impl WeightFormat {
+    /// `auto` is `q8_0` when the model's f32 copy (made transiently while re-quantising) stays
+    /// under `f32_limit_bytes`, `file` otherwise.
+    pub fn choose(requested: &str, params: usize, f32_limit_bytes: usize) -> anyhow::Result<Self> {
+        match requested {
+            "f32" => Ok(WeightFormat::F32),
+            "q8_0" => Ok(WeightFormat::Q8),
+            "file" => Ok(WeightFormat::File),
+            "hybrid" => Ok(WeightFormat::Hybrid),
+            "auto" => Ok(if params.saturating_mul(4) <= f32_limit_bytes {
+                WeightFormat::Q8
+            } else {
+                WeightFormat::File
+            }),
+            other => {
+                anyhow::bail!("weights must be auto, hybrid, f32, q8_0 or file, not {other:?}")
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::Q8 => "q8_0",
+            WeightFormat::File => "file",
+            WeightFormat::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Rows from which `Hybrid` switches from the Q8_0 kernels to the f32 GEMM.
+pub const DENSE_FROM_ROWS: usize = 14;
+
+/// Shape of the network, read from the GGUF metadata.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    #[serde(serialize_with = "arch_name")]
+    pub arch: Arch,
+    pub vocab: usize,
+    pub dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    pub context_length: usize,
+    pub params: usize,
+}
+
+fn arch_name<S: serde::Serializer>(arch: &Arch, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(arch.as_str())
+}
+
+fn meta<'a>(ct: &'a gguf_file::Content, key: &str) -> anyhow::Result<&'a gguf_file::Value> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| anyhow::anyhow!("the GGUF metadata lacks {key}"))
+}
+
+impl Config {
+    pub fn from_gguf(ct: &gguf_file::Content) -> anyhow::Result<Self> {
+        let arch = match meta(ct, "general.architecture")?.to_string()?.as_str() {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => anyhow::bail!("unsupported GGUF architecture {other:?} (llama or qwen2)"),
+        };
+        let p = arch.as_str();
+        let get = |k: &str| -> anyhow::Result<usize> {
+            Ok(meta(ct, &format!("{p}.{k}"))?.to_u32()? as usize)
+        };
+        let dim = get("embedding_length")?;
+        let heads = get("attention.head_count")?;
+        let kv_heads = get("attention.head_count_kv").unwrap_or(heads);
+        let vocab = match ct.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims()[0],
+            None => anyhow::bail!("the GGUF has no token_embd.weight"),
+        };
+        let params = ct.tensor_infos.values().map(|t| t.shape.elem_count()).sum();
+        anyhow::ensure!(
+            heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && dim % heads == 0,
+            "inconsistent head counts"
+        );
+        Ok(Config {
+            arch,
+            vocab,
+            dim,
+            layers: get("block_count")?,
+            heads,
+            kv_heads,
+            head_dim: dim / heads,
+            ffn: get("feed_forward_length")?,
+            rope_theta: meta(ct, &format!("{p}.rope.freq_base"))
+                .and_then(|v| Ok(v.to_f32()?))
+                .unwrap_or(10_000.0),
+            rms_eps: meta(ct, &format!("{p}.attention.layer_norm_rms_epsilon"))?.to_f32()? as f64,
+            context_length: get("context_length").unwrap_or(2048),
+            params,
+        })
+    }
+}
+
+/// A weight matrix in the forms the chosen [`WeightFormat`] keeps.
+struct Linear {
+    /// Quantised, `[out, in]`.
+    quant: Option<QMatMul>,
+    /// f32, transposed to `[in, out]` so the GEMM reads it row-major.
+    dense: Option<Tensor>,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(w: QTensor, format: WeightFormat, device: &Device) -> anyhow::Result<Self> {
+        let in_dim = w.shape().dims().last().copied().unwrap_or(0);
+        let float = matches!(w.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let need_dense = float || matches!(format, WeightFormat::F32 | WeightFormat::Hybrid);
+        let f32w = if need_dense || format == WeightFormat::Q8 {
+            Some(w.dequantize(device)?)
+        } else {
+            None
+        };
+        let quant = match format {
+            _ if float => None,
+            WeightFormat::F32 => None,
+            WeightFormat::File => Some(QMatMul::QTensor(std::sync::Arc::new(w))),
+            WeightFormat::Q8 | WeightFormat::Hybrid => match &f32w {
+                Some(t) if in_dim % 32 == 0 => Some(QMatMul::QTensor(std::sync::Arc::new(
+                    QTensor::quantize(t, GgmlDType::Q8_0)?,
+                ))),
+                _ => Some(QMatMul::QTensor(std::sync::Arc::new(w))),
+            },
+        };
+        let dense = match f32w {
+            Some(t) if need_dense || quant.is_none() => Some(t.t()?.contiguous()?),
+            _ => None,
+        };
+        Ok(Linear {
+            quant,
+            dense,
+            b: None,
+        })
+    }
+
+    /// `x` is `[rows, in]`; returns `[rows, out]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let rows = x.dim(0)?;
+        let y = match (&self.quant, &self.dense) {
+            (Some(q), Some(d)) => {
+                if rows >= DENSE_FROM_ROWS {
+                    x.matmul(d)?
+                } else {
+                    q.forward(x)?
+                }
+            }
+            (Some(q), None) => q.forward(x)?,
+            (None, Some(d)) => x.matmul(d)?,
+            (None, None) => candle_core::bail!("a weight matrix was not loaded"),
+        };
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The weights of one model; stateless between calls (the cache is separate).
+pub struct Model {
+    pub config: Config,
+    pub format: WeightFormat,
+    device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// One row of a forward call: the sequence's cache slot, its new tokens and the position of
+/// the first of them.
+pub struct Row<'a> {
+    pub slot: usize,
+    pub tokens: &'a [u32],
+    pub pos: usize,
+}
+
+impl Model {
+    /// Loads a GGUF file; `format` decides whether matrices are dequantised.
+    pub fn load(
+        path: &Path,
+        weights: &str,
+        f32_limit_bytes: usize,
+        max_context: usize,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open model {}: {e}", path.display()))?;
+        let ct = gguf_file::Content::read(&mut file)?;
+        let config = Config::from_gguf(&ct)?;
+        let format = WeightFormat::choose(weights, config.params, f32_limit_bytes)?;
+        let mut tensor = |name: &str| -> anyhow::Result<QTensor> {
+            ct.tensor(&mut file, name, device)
+                .map_err(|e| anyhow::anyhow!("tensor {name}: {e}"))
+        };
+        let dense = |q: QTensor| -> anyhow::Result<Tensor> { Ok(q.dequantize(device)?) };
+        let embed_q = tensor("token_embd.weight")?;
+        let embed = embed_q.dequantize(device)?;
+        let head = match tensor("output.weight") {
+            Ok(q) => Linear::new(q, format, device)?,
+            // Tied embeddings (SmolLM2): the head reuses the token embedding.
+            Err(_) => Linear::new(embed_q, format, device)?,
+        };
+        let norm = dense(tensor("output_norm.weight")?)?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("blk.{i}");
+            let mut linear = |name: &str, bias: bool| -> anyhow::Result<Linear> {
+                let mut l = Linear::new(tensor(&format!("{p}.{name}.weight"))?, format, device)?;
+                if bias {
+                    l.b = Some(dense(tensor(&format!("{p}.{name}.bias"))?)?);
+                }
+                Ok(l)
+            };
+            let qkv_bias = config.arch == Arch::Qwen2;
+            let q = linear("attn_q", qkv_bias)?;
+            let k = linear("attn_k", qkv_bias)?;
+            let v = linear("attn_v", qkv_bias)?;
+            let o = linear("attn_output", false)?;
+            let gate = linear("ffn_gate", false)?;
+            let up = linear("ffn_up", false)?;
+            let down = linear("ffn_down", false)?;
+            layers.push(Layer {
+                attn_norm: dense(tensor(&format!("{p}.attn_norm.weight"))?)?,
+                ffn_norm: dense(tensor(&format!("{p}.ffn_norm.weight"))?)?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let context = max_context.min(config.context_length).max(16);
+        let (cos, sin) = rotary_tables(config.head_dim, config.rope_theta, context, device)?;
+        Ok(Model {
+            config,
+            format,
+            device: device.clone(),
+            embed,
+            layers,
+            norm,
+            head,
+            cos,
+            sin,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Longest sequence (prompt + output) this instance serves.
+    pub fn max_context(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// A cache for `slots` concurrent sequences.
+    pub fn new_cache(&self, slots: usize) -> candle_core::Result<Cache> {
+        Cache::new(&self.config, slots, self.max_context(), &self.device)
+    }
+
+    /// Runs new tokens of several sequences. Every row carries the same number of tokens and
+    /// the rows occupy consecutive cache slots (`rows[i].slot == rows[0].slot + i`). Returns
+    /// the logits of each row's last token, `[rows, vocab]`.
+    pub fn forward(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<Tensor> {
+        let b = rows.len();
+        let Some(first) = rows.first() else {
+            candle_core::bail!("forward needs at least one row")
+        };
+        let t = first.tokens.len();
+        let s0 = first.slot;
+        for (i, r) in rows.iter().enumerate() {
+            if r.tokens.len() != t || r.slot != s0 + i || t == 0 {
+                candle_core::bail!(
+                    "rows must have equal, non-empty token counts and consecutive slots"
+                )
+            }
+        }
+        let longest = rows.iter().map(|r| r.pos + t).max().unwrap_or(t);
+        cache.reserve(longest)?;
+        let cfg = &self.config;
+        let (hd, heads, kvh) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
+        let rep = heads / kvh;
+
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.tokens.iter().copied()).collect();
+        let ids = Tensor::from_vec(ids, b * t, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?; // [b*t, dim]
+
+        // Per-row rotary tables [b, t, hd/2] and additive masks [b, 1, rep*t, longest].
+        let mut cos = Vec::with_capacity(b);
+        let mut sin = Vec::with_capacity(b);
+        for r in rows {
+            cos.push(self.cos.narrow(0, r.pos, t)?);
+            sin.push(self.sin.narrow(0, r.pos, t)?);
+        }
+        let cos = Tensor::stack(&cos, 0)?;
+        let sin = Tensor::stack(&sin, 0)?;
+        let mut mask = vec![0f32; b * rep * t * longest];
+        for (i, r) in rows.iter().enumerate() {
+            for g in 0..rep {
+                for q in 0..t {
+                    let row = ((i * rep + g) * t + q) * longest;
+                    for slot in &mut mask[row + r.pos + q + 1..row + longest] {
+                        *slot = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, rep * t, longest), &self.device)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
+            let q = layer.q.forward(&h)?;
+            let k = layer.k.forward(&h)?;
+            let v = layer.v.forward(&h)?;
+            let q = q
+                .reshape((b, t, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let (q, k) = match cfg.arch {
+                Arch::Llama => (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                ),
+                Arch::Qwen2 => (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                ),
+            };
+            for (i, r) in rows.iter().enumerate() {
+                cache.k[l]
+                    .narrow(0, r.slot, 1)?
+                    .slice_set(&k.narrow(0, i, 1)?, 2, r.pos)?;
+                cache.v[l]
+                    .narrow(0, r.slot, 1)?
+                    .slice_set(&v.narrow(0, i, 1)?, 2, r.pos)?;
+            }
+            let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+            let values = cache.v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+            let q = q.reshape((b, kvh, rep * t, hd))?;
+            // Scores reduce over head_dim, the same for every row, so one matmul serves all.
+            let scores = (q.matmul(&keys.t()?)? * scale)?.broadcast_add(&mask)?;
+            // Softmax and the weighted sum reduce over the keys: each row uses exactly its own
+            // length, never the batch's longest, so its numbers (and its greedy output) do not
+            // depend on which other sequences share the step.
+            let mut ys = Vec::with_capacity(b);
+            for (i, r) in rows.iter().enumerate() {
+                let len = r.pos + t;
+                let s = scores.narrow(0, i, 1)?.narrow(3, 0, len)?.contiguous()?;
+                let p = candle_nn::ops::softmax_last_dim(&s)?;
+                ys.push(p.matmul(&values.narrow(0, i, 1)?.narrow(2, 0, len)?)?);
+            }
+            let y = Tensor::cat(&ys, 0)?; // [b, kvh, rep*t, hd]
+            let y = y
+                .reshape((b, heads, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b * t, heads * hd))?;
+            x = (x + layer.o.forward(&y)?)?;
+
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
+            let gated =
+                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&gated)?)?;
+        }
+        let last = x
+            .reshape((b, t, cfg.dim))?
+            .narrow(1, t - 1, 1)?
+            .squeeze(1)?;
+        let last = candle_nn::ops::rms_norm(&last.contiguous()?, &self.norm, cfg.rms_eps as f32)?;
+        self.head.forward(&last)?.to_dtype(DType::F32)
+    }
+}
+
+fn rotary_tables(
+    head_dim: usize,
+    theta: f32,
+    context: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
+        .collect();
+    let inv = Tensor::from_vec(inv, (1, head_dim / 2), device)?;
+    let pos = Tensor::arange(0u32, context as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((context, 1))?;
+    let freqs = pos.broadcast_mul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// The KV cache: one `[slots, kv_heads, capacity, head_dim]` tensor per layer for keys and
+/// one for values. Capacity grows (doubling, up to the model's context) as sequences grow.
+pub struct Cache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    slots: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    max_context: usize,
+    device: Device,
+}
+
+const INITIAL_CAPACITY: usize = 256;
+
+impl Cache {
+    fn new(
+        cfg: &Config,
+        slots: usize,
+        max_context: usize,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let capacity = INITIAL_CAPACITY.min(max_context);
+        let zeros = || {
+            Tensor::zeros(
+                (slots, cfg.kv_heads, capacity, cfg.head_dim),
+                DType::F32,
+                device,
+            )
+        };
+        Ok(Cache {
+            k: (0..cfg.layers)
+                .map(|_| zeros())
+                .collect::<candle_core::Result<_>>()?,
+            v: (0..cfg.layers)
+                .map(|_| zeros())
+                .collect::<candle_core::Result<_>>()?,
+            slots,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+            capacity,
+            max_context,
+            device: device.clone(),
+        })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes the cache holds now.
+    pub fn bytes(&self) -> usize {
+        2 * self.k.len() * self.slots * self.kv_heads * self.capacity * self.head_dim * 4
+    }
+
+    fn reserve(&mut self, len: usize) -> candle_core::Result<()> {
+        if len <= self.capacity {
+            return Ok(());
+        }
+        if len > self.max_context {
+            candle_core::bail!(
+                "sequence of {len} tokens exceeds the context of {}",
+                self.max_context
+            )
+        }
+        let mut capacity = self.capacity.max(1);
+        while capacity < len {
+            capacity *= 2;
+        }
+        self.resize(capacity.min(self.max_context))
+    }
+
+    fn resize(&mut self, capacity: usize) -> candle_core::Result<()> {
+        let keep = capacity.min(self.capacity);
+        let shape = (self.slots, self.kv_heads, capacity, self.head_dim);
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let grown = Tensor::zeros(shape, DType::F32, &self.device)?;
+            grown.slice_set(&t.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+            *t = grown;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// Returns the cache to its initial size (called when no sequence is active).
+    pub fn shrink(&mut self) -> candle_core::Result<()> {
+        let initial = INITIAL_CAPACITY.min(self.max_context);
+        if self.capacity > initial {
+            self.resize(initial)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the first `len` positions of slot `from` into slot `to` (compaction when a
+    /// sequence retires).
+    pub fn move_slot(&mut self, from: usize, to: usize, len: usize) -> candle_core::Result<()> {
+        if from == to || len == 0 {
+            return Ok(());
+        }
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let src = t.narrow(0, from, 1)?.narrow(2, 0, len)?.contiguous()?;
+            t.narrow(0, to, 1)?.slice_set(&src, 2, 0)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The batching worker against the real default model: greedy output generated together in
+//! one continuous batch equals the output generated one sequence at a time, token for token.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mercato_content::llm::{Engine, EngineLimits, EngineSpec, Message, Sampling};
+
+fn model_path() -> PathBuf {
+    mercato_platform::settings::resolve_path(
+        "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+}
+
+fn engine(max_batch: usize, prefill_chunk: usize) -> Engine {
+    let engine = Engine::start(EngineSpec {
+        model_path: model_path(),
+        weights: "auto".into(),
+        f32_limit_bytes: 2 << 30,
+        max_context: 1024,
+        max_new_tokens: 256,
+        device: candle_core::Device::Cpu,
+        limits: EngineLimits {
+            max_batch,
+            queue_capacity: 64,
+            prefill_chunk,
+        },
+    });
+    engine
+        .wait_ready(Duration::from_secs(120))
+        .expect("the default model loads (run scripts/fetch-models)");
+    engine
+}
+
+fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
+    let codec = engine.codec().expect("codec");
+    [
+        "Write a short subject line for a spring sale on running shoes.",
+        "Hi",
+        "A customer bought hiking boots last month and browsed tents twice this week. Suggest, in one sentence, what to email them next and why it fits their interests.",
+        "List three colours.",
+    ]
+    .iter()
+    .map(|p| {
+        let text = codec.render(&[Message {
+            role: "user".into(),
+            content: (*p).into(),
+        }]);
+        codec.encode(&text).expect("encode")
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_equals_sequential_token_for_token() {
+    let lengths = [24usize, 16, 30, 20];
+    // One at a time: a worker with a single slot.
+    let single = engine(1, 16);
+    let inputs = prompts(&single);
+    let mut sequential = Vec::new();
+    for (p, n) in inputs.iter().zip(lengths) {
+        let out = single
+            .generate(p.clone(), Sampling::greedy(n))
+            .await
+            .expect("sequential generation");
+        sequential.push(out);
+    }
+    drop(single);
+
+    // Together: all submitted at once to an 8-slot worker. The prefill chunk is small, so the
+    // long prompt is prefilled over several steps while the others already decode, and
+    // sequences of different lengths leave the batch at different steps.
+    let batched = engine(8, 16);
+    let handles: Vec<_> = inputs
+        .iter()
+        .zip(lengths)
+        .map(|(p, n)| {
+            let e = batched.clone();
+            let p = p.clone();
+            tokio::spawn(async move { e.generate(p, Sampling::greedy(n)).await })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for h in handles {
+        together.push(h.await.expect("join").expect("batched generation"));
+    }
+    for (i, (a, b)) in sequential.iter().zip(&together).enumerate() {
+        assert!(a.completion_tokens > 0, "prompt {i} generated nothing");
+        assert_eq!(a.text, b.text, "prompt {i}: batched output differs");
+        assert_eq!(a.completion_tokens, b.completion_tokens, "prompt {i}");
+        assert_eq!(a.finish_reason, b.finish_reason, "prompt {i}");
+    }
+    let stats = batched.stats.snapshot();
+    assert!(
+        stats.mean_batch > 1.5,
+        "sequences were not decoded together: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_repeat_inside_a_batch_and_stop_strings_cut() {
+    let e = engine(8, 512);
+    let inputs = prompts(&e);
+    let sampling = Sampling {
+        temperature: 0.9,
+        max_tokens: 20,
+        seed: 42,
+        ..Sampling::default()
+    };
+    let alone = e
+        .generate(inputs[0].clone(), sampling.clone())
+        .await
+        .expect("alone");
+    // The same request again, this time beside three others.
+    let mut hs = Vec::new();
+    for p in [&inputs[0], &inputs[1], &inputs[2], &inputs[3]] {
+        let (e, p, s) = (e.clone(), p.clone(), sampling.clone());
+        hs.push(tokio::spawn(async move { e.generate(p, s).await }));
+    }
+    let mut outs = Vec::new();
+    for h in hs {
+        outs.push(h.await.expect("join").expect("generation"));
+    }
+    assert_eq!(
+        alone.text, outs[0].text,
+        "a seed must give the same text inside a batch"
+    );
+    let other_seed = e
+        .generate(
+            inputs[0].clone(),
+            Sampling {
+                seed: 43,
+                ..sampling.clone()
+            },
+        )
+        .await
+        .expect("other seed");
+    assert_ne!(alone.text, other_seed.text);
+
+    // A stop string taken from the greedy output cuts the text before it.
+    let greedy = e
+        .generate(inputs[3].clone(), Sampling::greedy(30))
+        .await
+        .expect("greedy");
+    let word: String = greedy
+        .text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        !word.is_empty(),
+        "greedy output too short: {:?}",
+        greedy.text
+    );
+    let cut = e
+        .generate(
+            inputs[3].clone(),
+            Sampling {
+                stop: vec![word.clone()],
+                ..Sampling::greedy(30)
+            },
+        )
+        .await
+        .expect("stopped");
+    assert_eq!(cut.finish_reason, mercato_content::llm::FinishReason::Stop);
+    assert!(!cut.text.contains(&word));
+    assert!(greedy.text.starts_with(&cut.text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_receiver_cancels_and_a_full_queue_refuses() {
+    let e = engine(1, 512);
+    let inputs = prompts(&e);
+    // Occupy the only slot, then fill the queue (capacity 64) with requests nobody reads.
+    let busy = e
+        .submit(inputs[2].clone(), Sampling::greedy(200))
+        .expect("first");
+    let mut held = Vec::new();
+    let mut refused = false;
+    for _ in 0..200 {
+        match e.submit(inputs[1].clone(), Sampling::greedy(1)) {
+            Ok(rx) => held.push(rx),
+            Err(mercato_content::llm::SubmitError::Busy) => {
+                refused = true;
+                break;
+            }
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert!(refused, "a full queue must refuse");
+    drop(busy);
+    drop(held);
+    // The cancelled work drains (each queued request is dropped unread as it is reached);
+    // then the worker serves again.
+    let mut attempts = 0;
+    let out = loop {
+        match e.generate(inputs[1].clone(), Sampling::greedy(4)).await {
+            Err(mercato_content::llm::engine::GenerateError::Submit(
+                mercato_content::llm::SubmitError::Busy,
+            )) if attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other.expect("after cancel"),
+        }
+    };
+    assert!(out.completion_tokens > 0);
+    assert!(e.stats.snapshot().cancelled >= 1);
+}
