@@ -3,8 +3,12 @@ use std::sync::Arc;
 use mercato_platform::settings::Settings;
 use sqlx::PgPool;
 
+use crate::llm::Engine;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    /// The generation worker (loaded on its own thread; see `Engine::ready`).
+    pub engine: Engine,
 }

@@ -65,6 +65,10 @@ impl Upstreams {
             if uri.scheme().is_none() || uri.authority().is_none() {
                 return Err(UpstreamConfigError::BadUrl(area, url.clone()));
             }
+            if area == "content" {
+                // The OpenAI-compatible route sits at /v1/chat/completions, outside /v1/content.
+                areas.push(("chat", uri.clone()));
+            }
             areas.push((area, uri));
         }
         let mut connector = HttpConnector::new();

@@ -1,0 +1,346 @@
+//! Generation through the HTTP API with the real default model on real Postgres: copy for a
+//! stored customer (consent decides which profile fields reach the prompt), guardrails and the
+//! template fallback, streaming, templates, the OpenAI-compatible route and bad input.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use mercato_platform::{
+    auth::Role,
+    service::standalone_app,
+    testing::{self, TestServer, tenant_with_key},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+struct Api {
+    server: TestServer,
+    key: String,
+}
+
+impl Api {
+    async fn start(pool: &PgPool) -> Self {
+        let settings = Arc::new(testing::settings());
+        let profiling = mercato_profiling::parts(pool.clone(), settings.clone())
+            .await
+            .expect("profiling parts");
+        let content = mercato_content::parts(pool.clone(), settings.clone())
+            .await
+            .expect("content parts");
+        mercato_content::engine(&settings.content)
+            .expect("engine")
+            .wait_ready(std::time::Duration::from_secs(120))
+            .expect("the default model loads (scripts/fetch-models)");
+        let server =
+            TestServer::spawn(standalone_app(&settings, pool, vec![profiling, content])).await;
+        let tenant = tenant_with_key(pool, Role::Writer).await;
+        Api {
+            server,
+            key: tenant.key,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .server
+            .client
+            .request(method, self.server.url(path))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let r = r.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// A customer with a purchase history in "outdoor"; returns its id.
+    async fn customer(&self, external_id: &str, consent_ai: bool) -> String {
+        let (s, b) = self
+            .post(
+                "/v1/profiling/customers",
+                &json!({"external_id": external_id, "first_name": "Ada", "email": format!("{external_id}@example.com"),
+                        "consent": {"email": true, "ai_personalization": consent_ai}}),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+        let id = b["id"].as_str().expect("customer id").to_string();
+        let (s, b) = self
+            .post(
+                "/v1/profiling/events",
+                &json!({"event_id": format!("buy-{external_id}"), "customer_id": external_id, "type": "purchase",
+                        "timestamp": chrono::Utc::now().to_rfc3339(), "product_ids": ["tent-1"],
+                        "revenue": 199.0, "currency": "EUR"}),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+        id
+    }
+
+    async fn products(&self) {
+        let (s, b) = self
+            .post(
+                "/v1/profiling/products",
+                &json!({"items": [
+                    {"product_id": "tent-1", "title": "Summit Tent", "category": "outdoor", "price": 199.0, "currency": "EUR"},
+                    {"product_id": "boots-2", "title": "Ridge Hiking Boots", "category": "outdoor", "price": 129.5, "currency": "EUR"}
+                ]}),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+    }
+}
+
+fn fields_of(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn copy_for_a_customer_is_checked_and_explained(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    api.products().await;
+    let with = api.customer("ada", true).await;
+    let without = api.customer("bob", false).await;
+
+    let req = |id: &str| {
+        json!({"customer_id": id, "channel": "sms", "brief": "Invite them back to see new hiking gear",
+               "product_ids": ["boots-2"], "variants": 2, "voice": {"tone": "friendly", "avoid_words": ["cheap"]},
+               "sampling": {"seed": 11, "max_tokens": 60}})
+    };
+    let (s, b) = api.post("/v1/content/generate", &req(&with)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let variants = b["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 2);
+    for v in variants {
+        // Every variant reports every guardrail, and what it sends passed them (model copy)
+        // or is the template, marked as such.
+        assert_eq!(v["checks"].as_array().map(Vec::len), Some(8), "{v}");
+        let source = v["source"].as_str().expect("source");
+        assert!(source == "model" || source == "template");
+        if source == "model" {
+            assert_eq!(v["passed"], true);
+            assert!(v["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
+        } else {
+            assert_eq!(v["provenance"]["template"], "builtin");
+            assert!(v["rejected_text"].is_string());
+        }
+        assert!(
+            v["fields"]["body"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty() && t.chars().count() <= 160),
+            "{v}"
+        );
+        assert_eq!(
+            v["provenance"]["prompt_version"]
+                .as_str()
+                .map(|p| p.starts_with("copy-")),
+            Some(true)
+        );
+        assert!(
+            v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0,
+            "the model was asked: {v}"
+        );
+        // Consent to AI personalisation: the profile reached the prompt.
+        let used: Vec<&str> = v["provenance"]["profile_fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            used.contains(&"first_name") && used.contains(&"interests"),
+            "{used:?}"
+        );
+    }
+    // The same request and seed give the same variants.
+    let (_, again) = api.post("/v1/content/generate", &req(&with)).await;
+    assert_eq!(again["variants"][0]["fields"], b["variants"][0]["fields"]);
+    assert_ne!(
+        b["variants"][0]["provenance"]["seed"],
+        b["variants"][1]["provenance"]["seed"]
+    );
+
+    // Without consent, no profile field reaches the prompt.
+    let (s, b) = api.post("/v1/content/generate", &req(&without)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["variants"][0]["provenance"]["profile_fields"], json!([]));
+}
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn failing_copy_falls_back_to_the_tenant_template(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    api.products().await;
+    // A template set by the tenant.
+    let (s, b) = api
+        .put("/v1/content/templates/push", &json!({"fields": {"title": "News for you", "body": "Hi {{ customer.first_name | default: 'there' }}! {{ products[0].title }} is in stock."}}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .put(
+            "/v1/content/templates/push",
+            &json!({"fields": {"title": "{{ broken", "body": "x"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(fields_of(&b), ["fields.title"]);
+    let (s, b) = api.get("/v1/content/templates").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.as_array().map(Vec::len), Some(5));
+
+    // A limit no model output can meet: one attempt, then the template speaks.
+    let (s, b) = api
+        .post(
+            "/v1/content/generate",
+            &json!({"profile": {"first_name": "Ada"}, "channel": "push", "brief": "New boots",
+                    "product_ids": ["boots-2"], "max_attempts": 1,
+                    "sampling": {"max_tokens": 1, "seed": 3}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v = &b["variants"][0];
+    assert_eq!(v["source"], "template", "{v}");
+    assert_eq!(v["provenance"]["template"], "tenant");
+    assert_eq!(
+        v["fields"]["body"],
+        "Hi Ada! Ridge Hiking Boots is in stock."
+    );
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(v["finish_reason"], "length");
+}
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn streaming_openai_route_and_bad_input(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    api.products().await;
+
+    // Streaming generation: tokens arrive before the final variant.
+    let r = api
+        .server
+        .client
+        .post(api.server.url("/v1/content/generate"))
+        .bearer_auth(&api.key)
+        .header("accept", "text/event-stream")
+        .json(&json!({"channel": "social", "brief": "Our autumn hiking collection is here", "sampling": {"max_tokens": 40, "seed": 5}, "max_attempts": 1}))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = String::new();
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+    }
+    let token_at = body.find("event: token").expect("token events");
+    let done_at = body.find("event: done").expect("done event");
+    assert!(token_at < done_at);
+    assert!(body.contains("event: variant"));
+
+    // OpenAI-compatible chat completion, plain and streamed.
+    let chat = json!({"model": "anything", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0});
+    let (s, b) = api.post("/v1/chat/completions", &chat).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["object"], "chat.completion");
+    assert_eq!(b["choices"][0]["message"]["role"], "assistant");
+    let text = b["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string();
+    assert!(!text.is_empty());
+    assert!(
+        b["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| (1..=8).contains(&n))
+    );
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let r = api
+        .server
+        .client
+        .post(api.server.url("/v1/chat/completions"))
+        .bearer_auth(&api.key)
+        .json(&streamed)
+        .send()
+        .await
+        .expect("stream");
+    let sse = r.text().await.expect("body");
+    let pieces: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(pieces, text, "greedy streamed text equals the plain answer");
+    assert!(sse.trim_end().ends_with("data: [DONE]"));
+
+    // Bad input: 4xx problem+json naming the fields, nothing generated.
+    let (s, b) = api
+        .post(
+            "/v1/content/generate",
+            &json!({"channel": "fax", "brief": "", "variants": 9, "product_ids": ["nope"],
+                    "customer_id": "00000000-0000-7000-8000-000000000000",
+                    "sampling": {"temperature": 5.0, "max_tokens": 100000}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let f = fields_of(&b);
+    for want in [
+        "channel",
+        "brief",
+        "variants",
+        "sampling.temperature",
+        "sampling.max_tokens",
+        "customer_id",
+        "product_ids[0]",
+    ] {
+        assert!(f.iter().any(|x| x == want), "{want} missing from {f:?}");
+    }
+    let (s, b) = api
+        .post("/v1/chat/completions", &json!({"messages": [], "n": 2}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(fields_of(&b), ["messages", "n"]);
+    let (s, b) = api
+        .post("/v1/content/generate", &json!({"channel": "sms"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields_of(&b), ["brief"]);
+    let (s, b) = api.get("/v1/content/templates/fax").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+
+    // The worker's figures.
+    let (s, b) = api.get("/v1/content/model").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["model"]["architecture"], "llama");
+    assert!(b["worker"]["decode_tokens"].as_u64().unwrap_or(0) > 0);
+}
