@@ -24,21 +24,24 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod db;
 pub mod domain;
+pub mod jobs;
 pub mod llm;
 pub mod routes;
 mod state;
 
 pub use state::AppState;
 
-use llm::{Engine, EngineLimits, EngineSpec};
+use llm::{Engine, EngineLimits, EngineSpec, embed::Embedder};
 
 /// Every route of the service, before its state is applied.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(routes::generate::routes())
+        .merge(routes::bulk::routes())
         .merge(routes::chat::routes())
         .merge(routes::templates::routes())
         .merge(routes::model::routes())
+        .merge(routes::embeddings::routes())
 }
 
 pub fn router(state: AppState) -> OpenApiRouter {
@@ -49,47 +52,63 @@ pub fn openapi() -> OpenApi {
     routes().into_openapi()
 }
 
-/// The generation engine for these settings. One model per process: services assembled
-/// again in the same process (tests, an embedded gateway rebuilt) share the loaded worker.
-pub fn engine(settings: &ContentSettings) -> anyhow::Result<Engine> {
-    static ENGINES: OnceLock<Mutex<HashMap<String, Engine>>> = OnceLock::new();
+/// The generation engine and the embedding worker for these settings. One set of models per
+/// process: services assembled again in the same process (tests, an embedded gateway rebuilt)
+/// share the loaded workers.
+pub fn models(settings: &ContentSettings) -> anyhow::Result<(Engine, Embedder)> {
+    static MODELS: OnceLock<Mutex<HashMap<String, (Engine, Embedder)>>> = OnceLock::new();
     let key = format!("{settings:?}");
-    let mut engines = ENGINES
+    let mut models = MODELS
         .get_or_init(Default::default)
         .lock()
-        .map_err(|_| anyhow::anyhow!("engine registry poisoned"))?;
-    if let Some(e) = engines.get(&key) {
-        return Ok(e.clone());
+        .map_err(|_| anyhow::anyhow!("model registry poisoned"))?;
+    if let Some(m) = models.get(&key) {
+        return Ok(m.clone());
     }
+    let device = llm::device(&settings.device)?;
     let engine = Engine::start(EngineSpec {
         model_path: resolve_path(&settings.model_path),
         weights: settings.weights.clone(),
         f32_limit_bytes: settings.f32_limit_bytes,
         max_context: settings.max_context,
         max_new_tokens: settings.max_new_tokens,
-        device: llm::device(&settings.device)?,
+        device: device.clone(),
         limits: EngineLimits {
             max_batch: settings.max_batch,
             queue_capacity: settings.queue_capacity,
             prefill_chunk: settings.prefill_chunk,
         },
     });
-    engines.insert(key, engine.clone());
-    Ok(engine)
+    let embedder = Embedder::start(
+        resolve_path(&settings.embedding_dir),
+        device,
+        settings.queue_capacity,
+    );
+    models.insert(key, (engine.clone(), embedder.clone()));
+    Ok((engine, embedder))
 }
 
 /// The routes, job handlers and readiness checks this service adds to a process.
 pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<ServiceParts> {
-    let engine = engine(&settings.content)?;
+    let (engine, embedder) = models(&settings.content)?;
     let state = AppState {
         pool,
         settings,
         engine: engine.clone(),
+        embedder: embedder.clone(),
     };
-    let mut parts = ServiceParts::routes(router(state));
+    let mut parts = ServiceParts::routes(router(state.clone()));
+    parts.jobs.push(Arc::new(jobs::EmbedProducts {
+        state: state.clone(),
+    }));
+    parts.jobs.push(Arc::new(jobs::GenerateSegment { state }));
     parts.ready_checks.push((
         "language_model",
         Arc::new(move || engine.ready().map(|_| ())),
+    ));
+    parts.ready_checks.push((
+        "embedding_model",
+        Arc::new(move || embedder.ready().map(|_| ())),
     ));
     Ok(parts)
 }

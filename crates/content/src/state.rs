@@ -3,7 +3,7 @@ use std::sync::Arc;
 use mercato_platform::settings::Settings;
 use sqlx::PgPool;
 
-use crate::llm::Engine;
+use crate::llm::{Engine, embed::Embedder};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -11,4 +11,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The generation worker (loaded on its own thread; see `Engine::ready`).
     pub engine: Engine,
+    /// The embedding worker.
+    pub embedder: Embedder,
 }

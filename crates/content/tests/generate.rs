@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use mercato_platform::{
     auth::Role,
-    service::standalone_app,
+    service::{standalone_app, start_jobs},
     testing::{self, TestServer, tenant_with_key},
 };
 use reqwest::StatusCode;
@@ -17,6 +17,9 @@ use sqlx::PgPool;
 struct Api {
     server: TestServer,
     key: String,
+    tenant_id: uuid::Uuid,
+    /// Job workers (bulk generation, product embeddings); stopped with the test.
+    _jobs: (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>),
 }
 
 impl Api {
@@ -28,16 +31,28 @@ impl Api {
         let content = mercato_content::parts(pool.clone(), settings.clone())
             .await
             .expect("content parts");
-        mercato_content::engine(&settings.content)
-            .expect("engine")
+        let (engine, embedder) = mercato_content::models(&settings.content).expect("models");
+        engine
             .wait_ready(std::time::Duration::from_secs(120))
             .expect("the default model loads (scripts/fetch-models)");
+        embedder
+            .wait_ready(std::time::Duration::from_secs(120))
+            .expect("the embedding model loads (scripts/fetch-models)");
+        let handlers = profiling
+            .jobs
+            .iter()
+            .chain(&content.jobs)
+            .cloned()
+            .collect();
+        let jobs = start_jobs(&settings, pool, handlers);
         let server =
             TestServer::spawn(standalone_app(&settings, pool, vec![profiling, content])).await;
         let tenant = tenant_with_key(pool, Role::Writer).await;
         Api {
             server,
             key: tenant.key,
+            tenant_id: tenant.id,
+            _jobs: jobs,
         }
     }
 
@@ -343,4 +358,166 @@ async fn streaming_openai_route_and_bad_input(pool: PgPool) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["model"]["architecture"], "llama");
     assert!(b["worker"]["decode_tokens"].as_u64().unwrap_or(0) > 0);
+}
+
+fn cosine(a: &Value, b: &Value) -> f64 {
+    let a: Vec<f64> = a
+        .as_array()
+        .expect("vector")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let b: Vec<f64> = b
+        .as_array()
+        .expect("vector")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    a.iter().zip(&b).map(|(x, y)| x * y).sum()
+}
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn embeddings_recommendations_and_bulk_generation(pool: PgPool) {
+    let api = Api::start(&pool).await;
+
+    // Embeddings against the published sentence-transformers example for all-MiniLM-L6-v2
+    // (the sentence-transformers README, "Usage": cosine similarities 0.6660, 0.1046, 0.1411).
+    let texts = [
+        "The weather is lovely today.",
+        "It's so sunny outside!",
+        "He drove to the stadium.",
+    ];
+    let (s, b) = api
+        .post("/v1/content/embeddings", &json!({"input": texts}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Vec<Value> = b["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["embedding"].clone())
+        .collect();
+    assert_eq!(v[0].as_array().map(Vec::len), Some(384));
+    assert!((cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4, "unit length");
+    for (i, j, want) in [(0, 1, 0.6660), (0, 2, 0.1046), (1, 2, 0.1411)] {
+        let got = cosine(&v[i], &v[j]);
+        assert!(
+            (got - want).abs() < 0.005,
+            "sim({i},{j}) = {got}, published {want}"
+        );
+    }
+    // Padding to the longest in the batch does not change a text's vector.
+    let (_, alone) = api
+        .post("/v1/content/embeddings", &json!({"input": texts[1]}))
+        .await;
+    assert!((cosine(&alone["data"][0]["embedding"], &v[1]) - 1.0).abs() < 1e-5);
+    let (s, b) = api
+        .post("/v1/content/embeddings", &json!({"input": ["ok", ""]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields_of(&b), ["input[1]"]);
+
+    // Recommendations: a camper who viewed a tent and bought a stove.
+    let (s, b) = api
+        .post(
+            "/v1/profiling/products",
+            &json!({"items": [
+                {"product_id": "tent", "title": "Summit Tent", "description": "Two-person backpacking tent for camping", "category": "camping", "price": 199.0, "currency": "EUR"},
+                {"product_id": "bag", "title": "Down Sleeping Bag", "description": "Warm sleeping bag for camping trips", "category": "camping", "price": 149.0, "currency": "EUR"},
+                {"product_id": "stove", "title": "Camp Stove", "description": "Compact gas stove for camping", "category": "camping", "price": 59.0, "currency": "EUR"},
+                {"product_id": "lamp", "title": "Desk Lamp", "description": "LED lamp for the home office", "category": "home", "price": 39.0, "currency": "EUR"},
+                {"product_id": "mat", "title": "Sleeping Mat", "description": "Inflatable mat for camping", "category": "camping", "price": 49.0, "currency": "EUR", "in_stock": false}
+            ]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let camper = api.customer("camper", true).await;
+    let now = chrono::Utc::now();
+    for (id, kind, pid) in [("v1", "view", "tent"), ("p2", "purchase", "stove")] {
+        let mut e = json!({"event_id": id, "customer_id": "camper", "type": kind, "timestamp": now.to_rfc3339(), "product_ids": [pid]});
+        if kind == "purchase" {
+            e["revenue"] = json!(59.0);
+            e["currency"] = json!("EUR");
+        }
+        let (s, b) = api.post("/v1/profiling/events", &e).await;
+        assert!(s.is_success(), "{b}");
+    }
+    let (s, b) = api
+        .get(&format!(
+            "/v1/content/customers/{camper}/recommendations?k=3"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let recs = b["recommendations"].as_array().expect("recommendations");
+    let ids: Vec<&str> = recs
+        .iter()
+        .filter_map(|r| r["product_id"].as_str())
+        .collect();
+    assert!(!ids.contains(&"stove"), "bought recently: {ids:?}");
+    assert!(!ids.contains(&"mat"), "out of stock: {ids:?}");
+    assert_eq!(ids.first(), Some(&"tent"), "{b}");
+    assert!(
+        ids.iter().position(|i| *i == "bag")
+            < ids.iter().position(|i| *i == "lamp").or(Some(usize::MAX)),
+        "{ids:?}"
+    );
+    assert!(
+        recs.iter()
+            .all(|r| r["reason"].as_str().is_some_and(|s| !s.is_empty()))
+    );
+    assert_eq!(b["pending_products"], 0);
+    let (s, _) = api
+        .get(&format!(
+            "/v1/content/customers/{camper}/recommendations?k=0"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = api
+        .get("/v1/content/customers/00000000-0000-7000-8000-000000000000/recommendations")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Bulk: one message per member of a segment, stored with provenance.
+    let (s, seg) = api
+        .post("/v1/profiling/segments", &json!({"name": "everyone", "rule": {"field": "consent.email", "op": "eq", "value": true}}))
+        .await;
+    assert!(s.is_success(), "{seg}");
+    let (s, job) = api
+        .post(
+            "/v1/content/generate/bulk",
+            &json!({"segment_id": seg["id"], "channel": "push", "brief": "Camping season starts", "max_attempts": 1,
+                    "sampling": {"max_tokens": 24, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    let tenant = api.tenant_id;
+    let id: uuid::Uuid = job_id.parse().expect("uuid");
+    let mut finished = Value::Null;
+    for _ in 0..600 {
+        let j = mercato_platform::jobs::queue::get(&pool, tenant, id)
+            .await
+            .expect("read")
+            .expect("job");
+        if j.status.is_terminal() {
+            finished = serde_json::to_value(&j).expect("json");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (s, page) = api
+        .get(&format!("/v1/content/messages?job_id={job_id}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "one member: {page}");
+    assert_eq!(items[0]["customer_id"].as_str(), Some(camper.as_str()));
+    assert!(items[0]["provenance"]["prompt_version"].is_string());
+    assert_eq!(items[0]["channel"], "push");
+    let (s, b) = api
+        .post("/v1/content/generate/bulk", &json!({"segment_id": "00000000-0000-7000-8000-000000000000", "channel": "push", "brief": "x y z"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(fields_of(&b), ["segment_id"]);
 }

@@ -3,4 +3,5 @@
 pub mod channel;
 pub mod guardrails;
 pub mod prompt;
+pub mod recommend;
 pub mod template;

@@ -58,7 +58,7 @@ pub struct InlineProfile {
 }
 
 /// Brand voice.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceRequest {
     /// e.g. "warm, playful" (at most 100 characters).
@@ -72,7 +72,7 @@ pub struct VoiceRequest {
 }
 
 /// Sampling settings; each has a sensible default.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingRequest {
     pub temperature: Option<f32>,
@@ -174,6 +174,7 @@ pub struct GenerateResponse {
 }
 
 /// What one request needs, resolved and validated before any generation starts.
+#[derive(Clone)]
 pub struct Plan {
     pub channel: Channel,
     pub brief: String,
@@ -277,47 +278,32 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
     }
 
     // What the request refers to.
-    let mut facts = Vec::new();
-    let mut own = (Vec::new(), Vec::new(), Vec::new());
-    let mut customer_vars = TemplateCustomer::default();
+    let mut who = Recipient::default();
     if let Some(id) = req.customer_id {
-        match mercato_profiling::db::customers::get(&state.pool, tenant_id, id).await? {
+        match recipient(state, tenant_id, id).await? {
             None => errors.push(FieldError::new("customer_id", "no such customer")),
-            Some(c) => {
-                own.0.extend(c.email.clone());
-                own.1.extend(c.phone.clone());
-                own.2.extend(c.first_name.clone());
-                own.2.extend(c.last_name.clone());
-                // Profile data reaches the prompt only with consent to AI personalisation.
-                if c.consent_ai == Some(true) {
-                    let profile =
-                        mercato_profiling::db::profiles::get(&state.pool, tenant_id, id).await?;
-                    facts = customer_facts(&c, profile.as_ref());
-                    customer_vars = template_customer(&facts);
-                }
-            }
+            Some(r) => who = r,
         }
     } else if let Some(p) = &req.profile {
         if let Some(n) = p.first_name.as_ref().filter(|n| !n.trim().is_empty()) {
-            facts.push(Fact {
+            who.facts.push(Fact {
                 field: "first_name",
                 value: n.trim().to_string(),
             });
-            own.2.push(n.trim().to_string());
+            who.own_names.push(n.trim().to_string());
         }
         if !p.interests.is_empty() {
-            facts.push(Fact {
+            who.facts.push(Fact {
                 field: "interests",
                 value: p.interests.join(", "),
             });
         }
         if let Some(sg) = &p.segment {
-            facts.push(Fact {
+            who.facts.push(Fact {
                 field: "segment",
                 value: sg.clone(),
             });
         }
-        customer_vars = template_customer(&facts);
     }
     let rows = if req.product_ids.is_empty() {
         Vec::new()
@@ -365,9 +351,9 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
                 currency: None,
             })
             .collect(),
-        own_emails: own.0,
-        own_phones: own.1,
-        own_names: own.2,
+        own_emails: Vec::new(),
+        own_phones: Vec::new(),
+        own_names: Vec::new(),
         other_names: Vec::new(),
         allowed_links: Vec::new(),
     };
@@ -376,15 +362,15 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
         None => (template::builtin(channel), "builtin"),
     };
     let vars = Vars {
-        customer: customer_vars,
+        customer: TemplateCustomer::default(),
         products: products.iter().map(template_product).collect(),
         recommendations: Vec::new(),
         brief: brief.clone(),
     };
-    Ok(Plan {
+    let plan = Plan {
         channel,
         brief,
-        facts,
+        facts: Vec::new(),
         products,
         voice: Voice {
             tone: req.voice.tone.clone(),
@@ -398,7 +384,54 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
         guard,
         template,
         vars,
-    })
+    };
+    Ok(plan.for_recipient(who))
+}
+
+/// The recipient's side of a plan: prompt facts (only with consent to AI personalisation) and
+/// their own contact data, which the copy may contain.
+#[derive(Debug, Clone, Default)]
+pub struct Recipient {
+    pub facts: Vec<Fact>,
+    pub own_emails: Vec<String>,
+    pub own_phones: Vec<String>,
+    pub own_names: Vec<String>,
+}
+
+impl Plan {
+    /// This plan, written for one recipient.
+    pub fn for_recipient(&self, who: Recipient) -> Plan {
+        let mut plan = self.clone();
+        plan.vars.customer = template_customer(&who.facts);
+        plan.facts = who.facts;
+        plan.guard.own_emails = who.own_emails;
+        plan.guard.own_phones = who.own_phones;
+        plan.guard.own_names = who.own_names;
+        plan
+    }
+}
+
+/// A stored customer as a recipient; `None` when there is no such customer.
+pub async fn recipient(
+    state: &AppState,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> ApiResult<Option<Recipient>> {
+    let Some(c) = mercato_profiling::db::customers::get(&state.pool, tenant_id, id).await? else {
+        return Ok(None);
+    };
+    let mut who = Recipient {
+        facts: Vec::new(),
+        own_emails: c.email.iter().cloned().collect(),
+        own_phones: c.phone.iter().cloned().collect(),
+        own_names: c.first_name.iter().chain(&c.last_name).cloned().collect(),
+    };
+    // Profile data reaches the prompt only with consent to AI personalisation.
+    if c.consent_ai == Some(true) {
+        let profile = mercato_profiling::db::profiles::get(&state.pool, tenant_id, id).await?;
+        who.facts = customer_facts(&c, profile.as_ref());
+    }
+    Ok(Some(who))
 }
 
 fn valid_language(tag: &str) -> bool {

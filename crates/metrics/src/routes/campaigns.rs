@@ -486,17 +486,7 @@ pub async fn segment_members(
         .await?
         .ok_or_else(|| ApiError::invalid("segment_id", "the segment no longer exists"))?;
     let rule = segment::parse(&seg.rule).map_err(|e| ApiError::Validation(vec![e]))?;
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = segments::members(&mut *conn, tenant_id, &rule, after, 10_000).await?;
-        let full = page.len() == 10_000;
-        after = page.last().map(|m| m.0);
-        out.extend(page.into_iter().map(|m| m.0));
-        if !full {
-            return Ok(out);
-        }
-    }
+    Ok(segments::all_members(conn, tenant_id, &rule).await?)
 }
 
 /// Queues the campaign's next optimisation run unless one is already waiting.

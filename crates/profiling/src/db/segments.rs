@@ -224,6 +224,26 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, field: &Field, op: Op, value:
     qb.push(", false)");
 }
 
+/// Every member of a rule, evaluated now, in id order (read in pages of 10,000).
+pub async fn all_members(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    rule: &Rule,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    const PAGE: i64 = 10_000;
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = members(&mut *conn, tenant_id, rule, after, PAGE).await?;
+        let full = page.len() as i64 == PAGE;
+        after = page.last().map(|m| m.0);
+        out.extend(page.into_iter().map(|m| m.0));
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 /// A page of members (id, external id) in id order.
 pub async fn members(
     db: impl PgExecutor<'_>,
