@@ -96,6 +96,106 @@ fn stock(path: &PathBuf, prompt: &[u32], n: usize) -> anyhow::Result<(f64, f64)>
     Ok((prefill, n as f64 / start.elapsed().as_secs_f64()))
 }
 
+/// One streamed chat completion: (seconds to the first content, completion tokens).
+async fn one_request(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    prompt: &str,
+    max_tokens: usize,
+) -> anyhow::Result<(f64, u64)> {
+    use futures::StreamExt;
+    let start = Instant::now();
+    let r = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": true
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut first = None;
+    let mut tokens = 0;
+    let mut buf = String::new();
+    let mut body = r.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data: ") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+                continue;
+            };
+            if first.is_none()
+                && v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+            {
+                first = Some(start.elapsed().as_secs_f64());
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = n;
+            }
+        }
+    }
+    Ok((
+        first.unwrap_or_else(|| start.elapsed().as_secs_f64()),
+        tokens,
+    ))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Aggregate decode tokens/s and time to first token through the API at `clients` concurrent
+/// streams, each sending `rounds` requests back to back.
+async fn through_api(
+    url: &str,
+    key: &str,
+    clients: usize,
+    rounds: usize,
+    max_tokens: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, url, key) = (client.clone(), url.to_string(), key.to_string());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for r in 0..rounds {
+                let prompt = format!("{PROMPT} Make it version {} for customer {c}.", r + 1);
+                out.push(one_request(&client, &url, &key, &prompt, max_tokens).await?);
+            }
+            anyhow::Ok(out)
+        });
+    }
+    let mut ttft = Vec::new();
+    let mut tokens = 0;
+    while let Some(r) = tasks.join_next().await {
+        for (t, n) in r?? {
+            ttft.push(t);
+            tokens += n;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    ttft.sort_by(f64::total_cmp);
+    Ok((
+        tokens as f64 / wall,
+        percentile(&ttft, 0.5),
+        percentile(&ttft, 0.95),
+    ))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
@@ -135,6 +235,7 @@ fn main() -> anyhow::Result<()> {
         .map(|f| Model::load(&path, f, usize::MAX, 2048, &Device::Cpu))
         .collect::<anyhow::Result<_>>()?;
     let mut base = None;
+    let mut bare = Vec::new();
     for b in args.batches.split(',') {
         let b: usize = b.trim().parse()?;
         let mut row = Vec::new();
@@ -142,6 +243,7 @@ fn main() -> anyhow::Result<()> {
             row.push(ours(m, &prompt, b, args.tokens)?.1);
         }
         let one = *base.get_or_insert(row[2]);
+        bare.push((b, row[0]));
         println!(
             "| {b} | {:.1} | {:.1} | {:.1} | {:.2}x |",
             row[0],
@@ -149,6 +251,36 @@ fn main() -> anyhow::Result<()> {
             row[2],
             row[2] / one
         );
+    }
+    drop(models);
+    if let Some(url) = &args.url {
+        let key = args
+            .api_key
+            .clone()
+            .context("--url needs --api-key (or MERCATO_API_KEY)")?;
+        let rt = tokio::runtime::Runtime::new()?;
+        println!(
+            "\n## Through the HTTP API (streamed chat completions, greedy, {} tokens each)\n",
+            args.tokens
+        );
+        println!(
+            "| concurrent requests | aggregate tok/s | vs 1 request | vs bare loop (q8_0) | TTFT p50 ms | TTFT p95 ms |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        let mut single = None;
+        for (clients, bare_tps) in &bare {
+            let rounds = if *clients >= 16 { 1 } else { 2 };
+            let (tps, p50, p95) =
+                rt.block_on(through_api(url, &key, *clients, rounds, args.tokens))?;
+            let one = *single.get_or_insert(tps);
+            println!(
+                "| {clients} | {tps:.1} | {:.2}x | {:.2}x | {:.0} | {:.0} |",
+                tps / one,
+                tps / bare_tps,
+                p50 * 1000.0,
+                p95 * 1000.0
+            );
+        }
     }
     Ok(())
 }

@@ -386,6 +386,32 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
         "{metrics}"
     );
 
+    // Copy through the gateway with the real model: a checked variant for a customer, and
+    // the OpenAI-compatible route (outside /v1/content, routed to the content service too).
+    let copy = send(
+        post.clone(),
+        "/v1/content/generate".into(),
+        json!({"customer_id": id, "channel": "sms", "brief": "Welcome them to the shop",
+               "max_attempts": 1, "sampling": {"max_tokens": 32, "seed": 1}}),
+    )
+    .await?;
+    let variant = &copy["variants"][0];
+    anyhow::ensure!(
+        variant["fields"]["body"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty())
+            && variant["checks"].as_array().is_some_and(|c| c.len() == 8)
+            && variant["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0,
+        "{copy}"
+    );
+    let chat = send(
+        post.clone(),
+        "/v1/chat/completions".into(),
+        json!({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}),
+    )
+    .await?;
+    anyhow::ensure!(chat["object"] == "chat.completion", "{chat}");
+
     c.delete(url(&format!(
         "/v1/admin/tenants/{tenant_id}/keys/{writer_id}"
     )))

@@ -12,9 +12,10 @@ use support::{Api, days_ago};
 async fn export_then_erase_everywhere(pool: PgPool) {
     // Another service's data about customers, with its erasure hook.
     sqlx::raw_sql(
-        "CREATE TABLE content.sends (tenant_id uuid, customer_id uuid);
-         CREATE FUNCTION content.erase_customer(t uuid, c uuid) RETURNS bigint LANGUAGE sql AS $$
-           WITH gone AS (DELETE FROM content.sends WHERE tenant_id = t AND customer_id = c RETURNING 1)
+        "CREATE SCHEMA partner;
+         CREATE TABLE partner.sends (tenant_id uuid, customer_id uuid);
+         CREATE FUNCTION partner.erase_customer(t uuid, c uuid) RETURNS bigint LANGUAGE sql AS $$
+           WITH gone AS (DELETE FROM partner.sends WHERE tenant_id = t AND customer_id = c RETURNING 1)
            SELECT count(*) FROM gone $$;",
     )
     .execute(&pool)
@@ -50,7 +51,7 @@ async fn export_then_erase_everywhere(pool: PgPool) {
     )
     .await;
     let id = api.customer_id("cust-ada").await;
-    sqlx::query("INSERT INTO content.sends VALUES ($1, $2::uuid), ($1, $2::uuid)")
+    sqlx::query("INSERT INTO partner.sends VALUES ($1, $2::uuid), ($1, $2::uuid)")
         .bind(api.tenant_id)
         .bind(&id)
         .execute(&pool)
@@ -98,9 +99,10 @@ async fn export_then_erase_everywhere(pool: PgPool) {
     let erased: serde_json::Value = erased.json().await.expect("json");
     assert_eq!(erased["removed"]["events"], 2);
     assert_eq!(
-        erased["removed"]["content"], 2,
+        erased["removed"]["partner"], 2,
         "the other service's hook ran"
     );
+    assert_eq!(erased["removed"]["content"], 0, "the content hook ran too");
     assert_eq!(erased["removed"]["metrics"], 0, "the metrics hook ran too");
 
     let remaining = |sql: &'static str| {
@@ -124,7 +126,7 @@ async fn export_then_erase_everywhere(pool: PgPool) {
     );
     assert_eq!(remaining("SELECT count(*) FROM profiling.events WHERE customer_id = $1::uuid OR anonymous_id = 'anon-1' OR $1 = ''").await, 0);
     assert_eq!(
-        remaining("SELECT count(*) FROM content.sends WHERE customer_id = $1::uuid").await,
+        remaining("SELECT count(*) FROM partner.sends WHERE customer_id = $1::uuid").await,
         0
     );
     // The other customer is untouched.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Language-model benchmark on the default model, in one run: our forward pass (every weight
+# format) against candle's stock quantized_llama, the bare batched decode loop at 1-32
+# sequences, the same concurrency through the HTTP API (aggregate tokens/s, time to first
+# token), and llama.cpp single-stream on the same GGUF (llama-cpp-python 0.3.36 built from
+# source into a throwaway venv under bench/out, about 8 minutes the first time; LLAMA_CPP=0
+# skips it).
+#
+#   bench/llm.sh
+#   TOKENS=64 BATCHES=1,4,8,16,32 bench/llm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench/out
+mkdir -p "$out"
+scripts/fetch-models
+source scripts/postgres.sh
+mercato_postgres mercato_bench_llm
+psql "${DATABASE_URL%/*}/postgres" -qc 'DROP DATABASE IF EXISTS mercato_bench_llm WITH (FORCE)' -c 'CREATE DATABASE mercato_bench_llm'
+# The dev profile: candle is built at opt-level 3 there (see Cargo.toml), which is where the
+# time goes, and it spares a second build of candle.
+SQLX_OFFLINE=true cargo build --quiet -p mercato-gateway --bin mercato -p mercato-bench --bin llm-bench
+
+export MERCATO_ADMIN_KEY="bench-operator-key-0123456789"
+export MERCATO__LOG__LEVEL=warn MERCATO__RATE_LIMIT__ENABLED=false
+port=18192
+MERCATO__SERVER__PORT=$port target/debug/mercato serve >"$out/llm-server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait 2>/dev/null' EXIT
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+tenant=$(curl -fs -X POST "http://127.0.0.1:$port/v1/admin/tenants" -H "Authorization: Bearer $MERCATO_ADMIN_KEY" \
+  -H 'Content-Type: application/json' -d '{"name": "bench"}' | json id)
+key=$(curl -fs -X POST "http://127.0.0.1:$port/v1/admin/tenants/$tenant/keys" -H "Authorization: Bearer $MERCATO_ADMIN_KEY" \
+  -H 'Content-Type: application/json' -d '{"name": "bench", "role": "writer"}' | json key)
+
+target/debug/llm-bench --tokens "${TOKENS:-64}" --batches "${BATCHES:-1,4,8,16,32}" \
+  --url "http://127.0.0.1:$port" --api-key "$key" | tee "$out/llm.md"
+
+if [[ "${LLAMA_CPP:-1}" == 1 ]]; then
+  venv="$out/venv-llama"
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet llama-cpp-python==0.3.36
+  fi
+  kill $server 2>/dev/null; wait 2>/dev/null || true
+  { echo; echo "## llama.cpp, single stream, same GGUF and prompt"; echo
+    echo "| path | prefill tok/s | decode tok/s | generated |"; echo "|---|---:|---:|---:|"
+    "$venv/bin/python" bench/llama_cpp.py models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf "${TOKENS:-64}" 2
+  } | tee -a "$out/llm.md"
+fi
