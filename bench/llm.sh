@@ -45,6 +45,6 @@ if [[ "${LLAMA_CPP:-1}" == 1 ]]; then
   kill $server 2>/dev/null; wait 2>/dev/null || true
   { echo; echo "## llama.cpp, single stream, same GGUF and prompt"; echo
     echo "| path | prefill tok/s | decode tok/s | generated |"; echo "|---|---:|---:|---:|"
-    "$venv/bin/python" bench/llama_cpp.py models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf "${TOKENS:-64}" 2
+    "$venv/bin/python" bench/llamacpp_bench.py models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf "${TOKENS:-64}" 2
   } | tee -a "$out/llm.md"
 fi

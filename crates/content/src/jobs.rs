@@ -177,3 +177,28 @@ impl JobHandler for GenerateSegment {
         })
     }
 }
+
+/// `content.campaign_variants`: variants for a metrics campaign from a brief (requested through
+/// `POST /v1/content/campaigns/{id}/variants`, or by the campaign optimiser replacing a paused
+/// generated variant).
+pub struct CampaignVariants {
+    pub state: AppState,
+}
+
+impl JobHandler for CampaignVariants {
+    fn kind(&self) -> &'static str {
+        crate::routes::campaigns::CAMPAIGN_VARIANTS
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
+        Box::pin(async move {
+            crate::routes::campaigns::write_campaign_variants(
+                &self.state,
+                ctx.tenant_id(),
+                ctx.payload(),
+            )
+            .await
+            .map_err(JobError::Retryable)
+        })
+    }
+}

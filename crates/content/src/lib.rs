@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(routes::generate::routes())
         .merge(routes::bulk::routes())
+        .merge(routes::campaigns::routes())
         .merge(routes::chat::routes())
         .merge(routes::templates::routes())
         .merge(routes::model::routes())
@@ -99,6 +100,9 @@ pub async fn parts(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Serv
     };
     let mut parts = ServiceParts::routes(router(state.clone()));
     parts.jobs.push(Arc::new(jobs::EmbedProducts {
+        state: state.clone(),
+    }));
+    parts.jobs.push(Arc::new(jobs::CampaignVariants {
         state: state.clone(),
     }));
     parts.jobs.push(Arc::new(jobs::GenerateSegment { state }));

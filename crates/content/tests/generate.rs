@@ -31,6 +31,9 @@ impl Api {
         let content = mercato_content::parts(pool.clone(), settings.clone())
             .await
             .expect("content parts");
+        let metrics = mercato_metrics::parts(pool.clone(), settings.clone())
+            .await
+            .expect("metrics parts");
         let (engine, embedder) = mercato_content::models(&settings.content).expect("models");
         engine
             .wait_ready(std::time::Duration::from_secs(120))
@@ -45,8 +48,12 @@ impl Api {
             .cloned()
             .collect();
         let jobs = start_jobs(&settings, pool, handlers);
-        let server =
-            TestServer::spawn(standalone_app(&settings, pool, vec![profiling, content])).await;
+        let server = TestServer::spawn(standalone_app(
+            &settings,
+            pool,
+            vec![profiling, content, metrics],
+        ))
+        .await;
         let tenant = tenant_with_key(pool, Role::Writer).await;
         Api {
             server,
@@ -520,4 +527,80 @@ async fn embeddings_recommendations_and_bulk_generation(pool: PgPool) {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(fields_of(&b), ["segment_id"]);
+}
+
+async fn wait_job(pool: &PgPool, tenant: uuid::Uuid, id: &str) -> Value {
+    let id: uuid::Uuid = id.parse().expect("uuid");
+    for _ in 0..1200 {
+        let j = mercato_platform::jobs::queue::get(pool, tenant, id)
+            .await
+            .expect("read")
+            .expect("job");
+        if j.status.is_terminal() {
+            return serde_json::to_value(&j).expect("json");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn campaign_variants_are_generated_from_a_brief(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    let (s, c) = api
+        .post(
+            "/v1/metrics/campaigns",
+            &json!({"name": "Autumn", "goal": {"kind": "conversion", "value_per_conversion": 5.0},
+                    "channels": [{"channel": "social", "cost": 0.0}],
+                    "variants": [{"name": "control", "content": {"body": "Autumn walks start here."}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().expect("campaign id");
+    let brief = json!({"channel": "social", "brief": "Invite followers to our autumn walking weekend", "count": 3,
+                       "max_attempts": 2, "sampling": {"seed": 21, "max_tokens": 48}});
+    let (s, job) = api
+        .post(&format!("/v1/content/campaigns/{id}/variants"), &brief)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let done = wait_job(&pool, api.tenant_id, job["id"].as_str().expect("job id")).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let added = done["result"]["added"].as_array().expect("added").len();
+    let rejected = done["result"]["rejected"]
+        .as_array()
+        .expect("rejected")
+        .len();
+    assert_eq!(added + rejected, 3, "{done}");
+    assert!(added >= 1, "nothing passed the guardrails: {done}");
+    let (_, c) = api.get(&format!("/v1/metrics/campaigns/{id}")).await;
+    let generated: Vec<&Value> = c["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter(|v| v["source"] == "generated")
+        .collect();
+    assert_eq!(generated.len(), added, "{c}");
+    for v in generated {
+        assert_eq!(
+            v["provenance"]["request"]["brief"], brief["brief"],
+            "the brief travels with it: {v}"
+        );
+        assert!(v["content"]["body"].as_str().is_some_and(|b| !b.is_empty()));
+    }
+    // A channel the campaign does not use, or too many variants: refused before any work.
+    let (s, b) = api
+        .post(
+            &format!("/v1/content/campaigns/{id}/variants"),
+            &json!({"channel": "sms", "brief": "Hello there", "count": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(fields_of(&b), ["channel"]);
+    let (s, _) = api
+        .post(
+            "/v1/content/campaigns/00000000-0000-7000-8000-000000000000/variants",
+            &brief,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -100,6 +100,12 @@ impl JobHandler for Optimise {
                     .await?;
                     still_active -= 1;
                     actions.push(json!({"paused_variant": v.variant_id, "reason": reason}));
+                    if o.refresh_paused
+                        && let Some(job) =
+                            refresh_variant(&ctx.pool, tenant_id, campaign_id, v.variant_id).await?
+                    {
+                        actions.push(json!({"requested_variant": job, "replacing": v.variant_id}));
+                    }
                 }
             }
 
@@ -169,4 +175,38 @@ impl JobHandler for Optimise {
             Ok(json!({"actions": actions, "variants": shares, "next_job": next}))
         })
     }
+}
+
+/// The content service's job that writes campaign variants from a brief (named, not linked:
+/// the content service depends on this crate, not the other way round).
+pub const CONTENT_CAMPAIGN_VARIANTS: &str = "content.campaign_variants";
+
+/// Asks for a fresh variant in place of a paused generated one: the brief it was generated
+/// from (kept in its provenance) again, with the paused copy named as what did not work.
+/// `None` when the variant was not generated from a brief.
+async fn refresh_variant(
+    pool: &sqlx::PgPool,
+    tenant_id: Uuid,
+    campaign_id: Uuid,
+    variant_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let variants = db::variants(pool, tenant_id, campaign_id).await?;
+    let Some(v) = variants.iter().find(|v| v.id == variant_id) else {
+        return Ok(None);
+    };
+    let Some(request) = v.provenance.get("request").filter(|r| r.is_object()) else {
+        return Ok(None);
+    };
+    let payload = json!({
+        "campaign_id": campaign_id,
+        "request": request,
+        "count": 1,
+        "replaces": {"variant_id": variant_id, "content": v.content},
+    });
+    let job = mercato_platform::jobs::queue::enqueue(
+        pool,
+        &mercato_platform::jobs::queue::NewJob::new(tenant_id, CONTENT_CAMPAIGN_VARIANTS, payload),
+    )
+    .await?;
+    Ok(Some(job.id))
 }

@@ -36,11 +36,12 @@ impl Arch {
 ///
 /// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): candle's quantised vec-dot
 /// kernels are fastest up to about 14 rows per call (Q8_0 has AVX paths, the file's Q4_1 has
-/// none), while an f32 GEMM over pre-transposed weights wins beyond (many sequences, prefill).
-/// `Hybrid` keeps both and picks per call by row count; that makes a sequence's numbers depend
-/// on how many others share its step, so its greedy output can differ with load. The default
-/// (`auto`) is therefore `Q8`, whose kernels treat every row alike: the same prompt and seed
-/// give the same text whatever else is batched.
+/// none), while an f32 GEMM over pre-transposed weights wins beyond. `Hybrid` keeps both and
+/// uses the GEMM for prefill chunks of 14+ tokens, the Q8_0 kernels for decode steps whatever
+/// their batch: which path a sequence takes depends only on its own prompt, never on how many
+/// others share the step, so the same prompt and seed give the same text under any load.
+/// (Decoding many sequences with the GEMM would be faster still beyond ~16 sequences, but it
+/// would make a sequence's numbers, and so its greedy output, depend on the load.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
@@ -50,13 +51,13 @@ pub enum WeightFormat {
     Q8,
     /// The file's own quantised blocks (the only choice that keeps a large model small).
     File,
-    /// Q8_0 for calls with fewer than `dense_from_rows` rows, f32 for the others.
+    /// f32 for prefill chunks of `DENSE_FROM_ROWS`+ tokens, Q8_0 for everything else.
     Hybrid,
 }
 
 impl WeightFormat {
-    /// `auto` is `q8_0` when the model's f32 copy (made transiently while re-quantising) stays
-    /// under `f32_limit_bytes`, `file` otherwise.
+    /// `auto` is `hybrid` when the model's f32 copy stays under `f32_limit_bytes`, `file`
+    /// otherwise.
     pub fn choose(requested: &str, params: usize, f32_limit_bytes: usize) -> anyhow::Result<Self> {
         match requested {
             "f32" => Ok(WeightFormat::F32),
@@ -64,7 +65,7 @@ impl WeightFormat {
             "file" => Ok(WeightFormat::File),
             "hybrid" => Ok(WeightFormat::Hybrid),
             "auto" => Ok(if params.saturating_mul(4) <= f32_limit_bytes {
-                WeightFormat::Q8
+                WeightFormat::Hybrid
             } else {
                 WeightFormat::File
             }),
@@ -84,7 +85,7 @@ impl WeightFormat {
     }
 }
 
-/// Rows from which `Hybrid` switches from the Q8_0 kernels to the f32 GEMM.
+/// Prefill chunk length from which `Hybrid` uses the f32 GEMM.
 pub const DENSE_FROM_ROWS: usize = 14;
 
 /// Shape of the network, read from the GGUF metadata.
@@ -198,12 +199,12 @@ impl Linear {
         })
     }
 
-    /// `x` is `[rows, in]`; returns `[rows, out]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let rows = x.dim(0)?;
+    /// `x` is `[rows, in]`; returns `[rows, out]`. `dense` prefers the f32 copy when both
+    /// forms are held.
+    fn forward(&self, x: &Tensor, dense: bool) -> candle_core::Result<Tensor> {
         let y = match (&self.quant, &self.dense) {
             (Some(q), Some(d)) => {
-                if rows >= DENSE_FROM_ROWS {
+                if dense {
                     x.matmul(d)?
                 } else {
                     q.forward(x)?
@@ -388,12 +389,14 @@ impl Model {
         }
         let mask = Tensor::from_vec(mask, (b, 1, rep * t, longest), &self.device)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        // The path depends on the row's own token count only (see `WeightFormat::Hybrid`).
+        let dense = t >= DENSE_FROM_ROWS;
 
         for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
-            let q = layer.q.forward(&h)?;
-            let k = layer.k.forward(&h)?;
-            let v = layer.v.forward(&h)?;
+            let q = layer.q.forward(&h, dense)?;
+            let k = layer.k.forward(&h, dense)?;
+            let v = layer.v.forward(&h, dense)?;
             let q = q
                 .reshape((b, t, heads, hd))?
                 .transpose(1, 2)?
@@ -438,19 +441,19 @@ impl Model {
                 .reshape((b, heads, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b * t, heads * hd))?;
-            x = (x + layer.o.forward(&y)?)?;
+            x = (x + layer.o.forward(&y, dense)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
-            let gated =
-                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&gated)?)?;
+            let gated = (candle_nn::ops::silu(&layer.gate.forward(&h, dense)?)?
+                * layer.up.forward(&h, dense)?)?;
+            x = (x + layer.down.forward(&gated, dense)?)?;
         }
         let last = x
             .reshape((b, t, cfg.dim))?
             .narrow(1, t - 1, 1)?
             .squeeze(1)?;
         let last = candle_nn::ops::rms_norm(&last.contiguous()?, &self.norm, cfg.rms_eps as f32)?;
-        self.head.forward(&last)?.to_dtype(DType::F32)
+        self.head.forward(&last, false)?.to_dtype(DType::F32)
     }
 }
 

@@ -121,6 +121,9 @@ pub struct Optimisation {
     /// Share of decisions spread uniformly over eligible arms (0 to 0.5): keeps every arm
     /// observable for off-policy evaluation.
     pub exploration: f64,
+    /// When a generated variant is paused, ask the content service (its job
+    /// `content.campaign_variants`) for a fresh one from the same brief, told what lost.
+    pub refresh_paused: bool,
 }
 
 impl Default for Optimisation {
@@ -133,6 +136,7 @@ impl Default for Optimisation {
             stop_on_decision: false,
             alpha: 0.05,
             exploration: 0.05,
+            refresh_paused: true,
         }
     }
 }
