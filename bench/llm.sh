@@ -25,7 +25,7 @@ export MERCATO__LOG__LEVEL=warn MERCATO__RATE_LIMIT__ENABLED=false
 port=18192
 MERCATO__SERVER__PORT=$port target/debug/mercato serve >"$out/llm-server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait 2>/dev/null' EXIT
+trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 tenant=$(curl -fs -X POST "http://127.0.0.1:$port/v1/admin/tenants" -H "Authorization: Bearer $MERCATO_ADMIN_KEY" \

@@ -98,7 +98,13 @@ async fn the_loop_moves_traffic_to_the_better_variant(pool: PgPool) {
             "segment_id": segment["id"], "context_by": "trait:tier", "holdout_share": 0.2,
             "budget": 1000.0,
             "optimisation": {"enabled": true, "interval_secs": 3600, "pause_below": 0.05,
-                             "min_sends": 20, "exploration": 0.05}
+                             "min_sends": 20, "exploration": 0.05},
+            // A was generated from a brief: when it loses, the optimiser asks for a fresh one.
+            "variants": [
+                {"name": "A", "content": {"subject": "Hello", "body": "Plain offer"},
+                 "provenance": {"model": "SmolLM2", "request": {"channel": "email", "brief": "Spring offer", "count": 1}}},
+                {"name": "B", "content": {"subject": "Your picks", "body": "Better offer"}}
+            ]
         })))
         .await;
     let id = c["id"].as_str().expect("id").to_owned();
@@ -252,6 +258,21 @@ async fn the_loop_moves_traffic_to_the_better_variant(pool: PgPool) {
     assert_eq!(after["status"], "running");
     assert_eq!(after["variants"][0]["status"], "paused", "{after}");
     assert_eq!(after["variants"][1]["status"], "active");
+    // ...and, A being generated, asks the content service for a replacement from its brief.
+    let requested: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM platform.jobs WHERE tenant_id = $1 AND kind = 'content.campaign_variants'",
+    )
+    .bind(api.tenant_id)
+    .fetch_all(&pool)
+    .await
+    .expect("jobs");
+    assert_eq!(requested.len(), 1, "{job}");
+    assert_eq!(
+        requested[0]["replaces"]["variant_id"],
+        after["variants"][0]["id"]
+    );
+    assert_eq!(requested[0]["request"]["brief"], "Spring offer");
+    assert_eq!(requested[0]["count"], 1);
 }
 
 #[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]

@@ -26,8 +26,34 @@ pub async fn record_events(
     let mut tx = pool.begin().await?;
     let results = record_events_in(&mut tx, tenant_id, items).await?;
     tx.commit().await?;
+    if results.iter().any(|r| r.status == ItemStatus::Created) {
+        schedule_incremental_scoring(pool, tenant_id).await?;
+    }
     Ok(results)
 }
+
+/// New events change what the tenant's active sequence models predict: queue one scoring
+/// pass (a few seconds later, so a burst of events is scored together) unless one waits.
+pub async fn schedule_incremental_scoring(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    use crate::jobs::SCORE_MODEL;
+    use mercato_platform::jobs::queue::{self, NewJob};
+    if crate::db::models::needs_incremental_scoring(pool, tenant_id, SCORE_MODEL).await? {
+        let job = NewJob::new(
+            tenant_id,
+            SCORE_MODEL,
+            serde_json::json!({"incremental": true}),
+        )
+        .delayed(INCREMENTAL_SCORING_DELAY_SECS);
+        queue::enqueue(pool, &job).await?;
+    }
+    Ok(())
+}
+
+/// How long an incremental scoring pass waits for more events.
+pub const INCREMENTAL_SCORING_DELAY_SECS: f64 = 2.0;
 
 pub async fn record_events_in(
     conn: &mut PgConnection,

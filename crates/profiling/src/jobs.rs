@@ -457,8 +457,10 @@ impl JobHandler for TrainModel {
     }
 }
 
-/// `profiling.score_model`: scores every customer with events using the active model of a
-/// task and writes the trait (`purchase_propensity` or `next_event`).
+/// `profiling.score_model`: writes the active model's prediction as a profile trait, for
+/// every customer (`{"task": ...}`), or, queued by event ingestion (`{"incremental": true}`),
+/// for the customers whose events arrived since each active model last scored. The trait is
+/// `purchase_propensity` or `next_event`.
 pub struct ScoreModel;
 
 pub const SCORE_MODEL: &str = "profiling.score_model";
@@ -469,12 +471,23 @@ impl JobHandler for ScoreModel {
     }
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
-        use crate::{
-            learn::{Task, pipeline},
-            routes::models::Loaded,
-        };
+        use crate::learn::Task;
         Box::pin(async move {
             let tenant_id = ctx.tenant_id();
+            if ctx.payload().get("incremental").is_some() {
+                // After new events: every task with an active model, only the customers
+                // whose events arrived since that model last scored.
+                let mut out = serde_json::Map::new();
+                for task in [Task::Purchase, Task::NextEvent] {
+                    if crate::db::models::active(&ctx.pool, tenant_id, task.as_str())
+                        .await?
+                        .is_some()
+                    {
+                        out.insert(task.as_str().into(), score(&ctx, task, true).await?);
+                    }
+                }
+                return Ok(serde_json::Value::Object(out));
+            }
             let task: Task = ctx
                 .payload()
                 .get("task")
@@ -483,60 +496,86 @@ impl JobHandler for ScoreModel {
                 .transpose()
                 .map_err(|e| JobError::Fatal(format!("payload: {e}")))?
                 .unwrap_or(Task::Purchase);
-            let name = task.as_str();
-            let (model, weights) = crate::db::models::active(&ctx.pool, tenant_id, name)
-                .await?
-                .ok_or_else(|| JobError::Fatal(format!("no active {name} model")))?;
-            let loaded = Loaded::from_row(&model).map_err(|e| JobError::Fatal(e.to_string()))?;
-            let rows = crate::db::models::history(&ctx.pool, tenant_id, None).await?;
-            let (events, customers) = pipeline::records(rows);
-            let now = chrono::Utc::now();
-            let started = std::time::Instant::now();
-            let scored = tokio::task::spawn_blocking(move || {
-                let tokens = pipeline::encode_customers(
-                    &events,
-                    customers.len(),
-                    &loaded.vocab,
-                    loaded.hyper.seq_len,
-                    now,
-                );
-                let outputs = loaded.outputs(task);
-                let scores = crate::learn::predict(
-                    &weights,
-                    &tokens,
-                    loaded.vocab.size(),
-                    outputs,
-                    &loaded.hyper,
-                    task,
-                )?;
-                let values: Vec<serde_json::Value> = match task {
-                    Task::Purchase => scores
-                        .iter()
-                        .map(|p| json!((p * 10_000.0).round() / 10_000.0))
-                        .collect(),
-                    Task::NextEvent => scores
-                        .chunks(outputs.max(1))
-                        .map(|row| {
-                            let k = crate::learn::model::argmax(row).map_or(0, |(k, _)| k);
-                            json!(loaded.classes.get(k).cloned().unwrap_or_default())
-                        })
-                        .collect(),
-                };
-                Ok::<_, String>((customers, values))
-            })
-            .await
-            .map_err(|e| JobError::Fatal(e.to_string()))?
-            .map_err(JobError::Fatal)?;
-            let (customers, values) = scored;
-            let key = task.trait_key();
-            let seconds = started.elapsed().as_secs_f64();
-            let written =
-                crate::db::models::write_traits(&ctx.pool, tenant_id, &customers, key, &values)
-                    .await?;
-            Ok(
-                json!({"model_id": model.id, "customers": written, "trait": key,
-                      "customers_per_second": customers.len() as f64 / seconds.max(1e-9)}),
-            )
+            score(&ctx, task, false).await
         })
     }
+}
+
+/// Scores customers with the task's active model and writes the trait: everyone, or (with
+/// `incremental`) those whose events arrived since the model last scored.
+async fn score(
+    ctx: &JobContext,
+    task: crate::learn::Task,
+    incremental: bool,
+) -> Result<serde_json::Value, JobError> {
+    use crate::{
+        learn::{Task, pipeline},
+        routes::models::Loaded,
+    };
+    let tenant_id = ctx.tenant_id();
+    let name = task.as_str();
+    let (model, weights) = crate::db::models::active(&ctx.pool, tenant_id, name)
+        .await?
+        .ok_or_else(|| JobError::Fatal(format!("no active {name} model")))?;
+    let loaded = Loaded::from_row(&model).map_err(|e| JobError::Fatal(e.to_string()))?;
+    // Read the clock before the events: anything arriving meanwhile is scored next time.
+    let through = chrono::Utc::now();
+    let only = if incremental {
+        let since = crate::db::models::scored_through(&ctx.pool, tenant_id, model.id).await?;
+        let ids = crate::db::models::customers_with_new_events(&ctx.pool, tenant_id, since).await?;
+        if ids.is_empty() {
+            return Ok(json!({"model_id": model.id, "customers": 0, "incremental": true}));
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    let rows = crate::db::models::history(&ctx.pool, tenant_id, only.as_deref()).await?;
+    let (events, customers) = pipeline::records(rows);
+    let started = std::time::Instant::now();
+    let (customers, values) = tokio::task::spawn_blocking(move || {
+        let tokens = pipeline::encode_customers(
+            &events,
+            customers.len(),
+            &loaded.vocab,
+            loaded.hyper.seq_len,
+            through,
+        );
+        let outputs = loaded.outputs(task);
+        let scores = crate::learn::predict(
+            &weights,
+            &tokens,
+            loaded.vocab.size(),
+            outputs,
+            &loaded.hyper,
+            task,
+        )?;
+        let values: Vec<serde_json::Value> = match task {
+            Task::Purchase => scores
+                .iter()
+                .map(|p| json!((p * 10_000.0).round() / 10_000.0))
+                .collect(),
+            Task::NextEvent => scores
+                .chunks(outputs.max(1))
+                .map(|row| {
+                    let k = crate::learn::model::argmax(row).map_or(0, |(k, _)| k);
+                    json!(loaded.classes.get(k).cloned().unwrap_or_default())
+                })
+                .collect(),
+        };
+        Ok::<_, String>((customers, values))
+    })
+    .await
+    .map_err(|e| JobError::Fatal(e.to_string()))?
+    .map_err(JobError::Fatal)?;
+    let key = task.trait_key();
+    let seconds = started.elapsed().as_secs_f64();
+    let written =
+        crate::db::models::write_traits(&ctx.pool, tenant_id, &customers, key, &values).await?;
+    crate::db::models::set_scored_through(&ctx.pool, tenant_id, model.id, through).await?;
+    Ok(
+        json!({"model_id": model.id, "customers": written, "trait": key,
+              "incremental": incremental,
+              "customers_per_second": customers.len() as f64 / seconds.max(1e-9)}),
+    )
 }

@@ -264,4 +264,34 @@ async fn train_evaluate_activate_score_and_explain(pool: PgPool) {
         ))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // New events re-score only their customer, incrementally: one pass is queued for a burst.
+    let fresh = |n: usize| {
+        json!([{"event_id": format!("late-{n}"), "customer_id": "m1", "type": "add_to_cart",
+                "timestamp": days_ago(0)}])
+    };
+    api.events(fresh(1)).await;
+    api.events(fresh(2)).await;
+    let queued: Vec<Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(j) FROM platform.jobs j WHERE kind = 'profiling.score_model' AND status = 'queued'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("jobs");
+    assert_eq!(queued.len(), 1, "one pass for the burst: {queued:?}");
+    assert_eq!(queued[0]["payload"]["incremental"], true);
+    let inc = run_job(&pool, &queued[0]).await;
+    assert_eq!(inc["status"], "succeeded", "{inc}");
+    assert_eq!(inc["result"]["purchase"]["customers"], 1, "{inc}");
+    let m1 = api.customer_id("m1").await;
+    let (_, c) = api.get(&format!("/v1/profiling/customers/{m1}")).await;
+    let stored = c["traits"]["purchase_propensity"].as_f64().expect("trait");
+    let (_, pred) = api
+        .get(&format!("/v1/profiling/customers/{m1}/prediction"))
+        .await;
+    let now = pred["score"].as_f64().expect("score");
+    assert!(
+        (stored - now).abs() < 1e-3,
+        "the trait follows the new events: {stored} vs {now}"
+    );
 }

@@ -20,7 +20,7 @@ pub struct HistoryRow {
 pub async fn history(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
-    customer: Option<Uuid>,
+    customers: Option<&[Uuid]>,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
     sqlx::query_as!(
         HistoryRow,
@@ -31,10 +31,10 @@ pub async fn history(
            LEFT JOIN profiling.products p
              ON p.tenant_id = e.tenant_id AND p.product_id = e.product_ids[1]
            WHERE e.tenant_id = $1 AND e.customer_id IS NOT NULL
-             AND ($2::uuid IS NULL OR e.customer_id = $2)
+             AND ($2::uuid[] IS NULL OR e.customer_id = ANY($2))
            ORDER BY e.customer_id, e.occurred_at, e.event_id"#,
         tenant_id,
-        customer
+        customers as Option<&[Uuid]>
     )
     .fetch_all(db)
     .await
@@ -219,4 +219,75 @@ pub async fn write_traits(
     .execute(db)
     .await?;
     Ok(r.rows_affected())
+}
+
+/// Whether new events should trigger an incremental scoring pass: the tenant has an active
+/// model and no such pass is already waiting.
+pub async fn needs_incremental_scoring(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    kind: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM profiling.models WHERE tenant_id = $1 AND active)
+              AND NOT EXISTS (SELECT 1 FROM platform.jobs
+                              WHERE tenant_id = $1 AND kind = $2 AND status = 'queued'
+                                AND payload ? 'incremental') AS "needed!""#,
+        tenant_id,
+        kind
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Customers with events received after `since` (all with events when `None`).
+pub async fn customers_with_new_events(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT customer_id AS "customer_id!" FROM profiling.events
+           WHERE tenant_id = $1 AND customer_id IS NOT NULL
+             AND ($2::timestamptz IS NULL OR received_at > $2)"#,
+        tenant_id,
+        since
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Records that events up to `through` have been scored by this model version.
+pub async fn set_scored_through(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+    through: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE profiling.models SET scored_through = greatest(coalesce(scored_through, $3), $3)
+           WHERE tenant_id = $1 AND id = $2"#,
+        tenant_id,
+        id,
+        through
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Up to when this version has scored events (`None`: never).
+pub async fn scored_through(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT scored_through FROM profiling.models WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten())
 }

@@ -104,7 +104,8 @@ async fn tenant_events(
     tenant_id: Uuid,
     customer: Option<Uuid>,
 ) -> ApiResult<(Vec<EventRecord>, Vec<Uuid>)> {
-    let rows = db::history(&state.pool, tenant_id, customer).await?;
+    let one = customer.map(|c| [c]);
+    let rows = db::history(&state.pool, tenant_id, one.as_ref().map(|c| c.as_slice())).await?;
     Ok(pipeline::records(rows))
 }
 
