@@ -36,6 +36,21 @@ key=$(curl -fs -X POST "http://127.0.0.1:$port/v1/admin/tenants/$tenant/keys" -H
 target/debug/llm-bench --tokens "${TOKENS:-64}" --batches "${BATCHES:-1,4,8,16,32}" \
   --url "http://127.0.0.1:$port" --api-key "$key" | tee "$out/llm.md"
 
+# sentence-transformers on the same embedding files and sentences (throwaway venv; skipped
+# with SENTENCE_TRANSFORMERS=0 or when it does not install).
+if [[ "${SENTENCE_TRANSFORMERS:-1}" == 1 ]]; then
+  st="$out/venv-st"
+  if [[ ! -x "$st/bin/python" ]] || ! "$st/bin/python" -c 'import sentence_transformers' 2>/dev/null; then
+    python3 -m venv "$st" && "$st/bin/pip" install --quiet sentence-transformers || true
+  fi
+  if "$st/bin/python" -c 'import sentence_transformers' 2>/dev/null; then
+    { echo; echo "## sentence-transformers, same model files and sentences"; echo
+      echo "| path | batch | sentences/s |"; echo "|---|---:|---:|"
+      "$st/bin/python" bench/st_bench.py models/all-minilm-l6-v2 2 2>/dev/null
+    } | tee -a "$out/llm.md"
+  fi
+fi
+
 if [[ "${LLAMA_CPP:-1}" == 1 ]]; then
   venv="$out/venv-llama"
   if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then

@@ -196,6 +196,42 @@ async fn through_api(
     ))
 }
 
+/// The sentences bench/st_bench.py embeds too (same generator).
+fn sentences(n: usize) -> Vec<String> {
+    let words = [
+        "trail", "running", "shoes", "waterproof", "jacket", "for", "autumn", "hiking", "with",
+        "breathable", "mesh", "and", "a", "grippy", "sole", "lightweight", "tent", "camping",
+    ];
+    (0..n)
+        .map(|i| {
+            let k = 6 + (i * 7) % 30;
+            let body: Vec<&str> = (0..k).map(|j| words[(i + j * 5) % words.len()]).collect();
+            format!("{}.", body.join(" "))
+        })
+        .collect()
+}
+
+/// Sentences per second of our embedding worker at batch 1 and 32.
+fn embeddings(dir: &std::path::Path) -> anyhow::Result<Vec<(usize, f64)>> {
+    use mercato_content::llm::embed::Embedder;
+    let rt = tokio::runtime::Runtime::new()?;
+    let e = Embedder::start(dir.to_path_buf(), Device::Cpu, 64);
+    e.wait_ready(std::time::Duration::from_secs(120))
+        .map_err(|m| anyhow::anyhow!(m))?;
+    let texts = sentences(256);
+    rt.block_on(e.embed(texts[..8].to_vec()))?;
+    let mut out = Vec::new();
+    for batch in [1usize, 32] {
+        let n = if batch == 1 { 64 } else { 256 };
+        let start = Instant::now();
+        for chunk in texts[..n].chunks(batch) {
+            rt.block_on(e.embed(chunk.to_vec()))?;
+        }
+        out.push((batch, n as f64 / start.elapsed().as_secs_f64()));
+    }
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
@@ -253,6 +289,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     drop(models);
+    println!("\n## Embeddings (all-MiniLM-L6-v2), sentences/s\n");
+    println!("| path | batch | sentences/s |");
+    println!("|---|---:|---:|");
+    let dir = mercato_platform::settings::resolve_path("models/all-minilm-l6-v2");
+    for (batch, rate) in embeddings(&dir)? {
+        println!("| ours (candle BERT, mean pooled) | {batch} | {rate:.1} |");
+    }
     if let Some(url) = &args.url {
         let key = args
             .api_key
