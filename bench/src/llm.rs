@@ -199,8 +199,24 @@ async fn through_api(
 /// The sentences bench/st_bench.py embeds too (same generator).
 fn sentences(n: usize) -> Vec<String> {
     let words = [
-        "trail", "running", "shoes", "waterproof", "jacket", "for", "autumn", "hiking", "with",
-        "breathable", "mesh", "and", "a", "grippy", "sole", "lightweight", "tent", "camping",
+        "trail",
+        "running",
+        "shoes",
+        "waterproof",
+        "jacket",
+        "for",
+        "autumn",
+        "hiking",
+        "with",
+        "breathable",
+        "mesh",
+        "and",
+        "a",
+        "grippy",
+        "sole",
+        "lightweight",
+        "tent",
+        "camping",
     ];
     (0..n)
         .map(|i| {

@@ -412,6 +412,42 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
     .await?;
     anyhow::ensure!(chat["object"] == "chat.completion", "{chat}");
 
+    // Campaign variants written from a brief, as a job of the content service; those that
+    // pass the guardrails join the running campaign.
+    let job = send(
+        post.clone(),
+        format!("/v1/content/campaigns/{campaign_id}/variants"),
+        json!({"channel": "email", "brief": "Welcome new customers to the shop", "count": 1,
+               "max_attempts": 1, "sampling": {"max_tokens": 48, "seed": 2}}),
+    )
+    .await?;
+    let job_id = job["id"].as_str().context("job id")?;
+    let mut finished = Value::Null;
+    for _ in 0..600 {
+        let j = send(
+            reqwest::Method::GET,
+            format!("/v1/jobs/{job_id}"),
+            Value::Null,
+        )
+        .await?;
+        if matches!(
+            j["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            finished = j;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let result = &finished["result"];
+    anyhow::ensure!(
+        finished["status"] == "succeeded"
+            && result["added"].as_array().map(Vec::len).unwrap_or(0)
+                + result["rejected"].as_array().map(Vec::len).unwrap_or(0)
+                == 1,
+        "{finished}"
+    );
+
     c.delete(url(&format!(
         "/v1/admin/tenants/{tenant_id}/keys/{writer_id}"
     )))
