@@ -604,3 +604,67 @@ async fn campaign_variants_are_generated_from_a_brief(pool: PgPool) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn a_model_that_fails_to_load_fails_readiness_and_answers_503(pool: PgPool) {
+    let mut settings = testing::settings();
+    settings.content.model_path = "models/does-not-exist.gguf".into();
+    settings.content.embedding_dir = "models/does-not-exist".into();
+    let settings = Arc::new(settings);
+    let content = mercato_content::parts(pool.clone(), settings.clone())
+        .await
+        .expect("content parts");
+    let (engine, embedder) = mercato_content::models(&settings.content).expect("models");
+    let why = engine
+        .wait_ready(std::time::Duration::from_secs(30))
+        .expect_err("a missing model cannot load");
+    assert!(why.contains("does-not-exist"), "{why}");
+    let why = embedder
+        .wait_ready(std::time::Duration::from_secs(30))
+        .expect_err("a missing embedding model cannot load");
+    assert!(why.contains("does-not-exist"), "{why}");
+    let server = TestServer::spawn(standalone_app(&settings, &pool, vec![content])).await;
+    let tenant = tenant_with_key(&pool, Role::Writer).await;
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.expect("json");
+    assert!(
+        body["checks"]["language_model"]
+            .as_str()
+            .is_some_and(|c| c.contains("failed to load")),
+        "{body}"
+    );
+    for (path, req) in [
+        (
+            "/v1/content/generate",
+            json!({"channel": "sms", "brief": "Hello there"}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        ("/v1/content/embeddings", json!({"input": "Hi"})),
+    ] {
+        let r = server
+            .client
+            .post(server.url(path))
+            .bearer_auth(&tenant.key)
+            .json(&req)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{path}"
+        );
+    }
+}

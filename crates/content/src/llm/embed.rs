@@ -128,11 +128,15 @@ struct Model {
 }
 
 fn load(dir: &Path, device: &Device) -> anyhow::Result<(Model, usize)> {
-    let config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
-    let hidden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.join(name).display()))
+    };
+    let config_bytes = read("config.json")?;
+    let config: Config = serde_json::from_slice(&config_bytes)?;
+    let hidden: serde_json::Value = serde_json::from_slice(&config_bytes)?;
     let dim = hidden["hidden_size"].as_u64().unwrap_or(0) as usize;
-    let weights = std::fs::read(dir.join("model.safetensors"))?;
+    let weights = read("model.safetensors")?;
     let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device)?;
     let bert = BertModel::load(vb, &config)?;
     let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))

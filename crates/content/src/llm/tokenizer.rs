@@ -46,7 +46,8 @@ pub struct Message {
 impl TextCodec {
     /// Reads only the metadata of a GGUF file.
     pub fn from_gguf_path(path: &Path) -> anyhow::Result<Self> {
-        let mut file = std::fs::File::open(path)?;
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open model {}: {e}", path.display()))?;
         let ct = gguf_file::Content::read(&mut file)?;
         Self::from_gguf(&ct)
     }
