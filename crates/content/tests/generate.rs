@@ -668,3 +668,52 @@ async fn a_model_that_fails_to_load_fails_readiness_and_answers_503(pool: PgPool
         );
     }
 }
+
+#[sqlx::test(migrator = "mercato_platform::db::MIGRATOR")]
+async fn a_full_queue_answers_429_with_retry_after(pool: PgPool) {
+    // One slot and a queue of one: the third concurrent request finds no room.
+    let mut settings = testing::settings();
+    settings.content.max_batch = 1;
+    settings.content.queue_capacity = 1;
+    let settings = Arc::new(settings);
+    let content = mercato_content::parts(pool.clone(), settings.clone())
+        .await
+        .expect("content parts");
+    let (engine, _) = mercato_content::models(&settings.content).expect("models");
+    engine
+        .wait_ready(std::time::Duration::from_secs(120))
+        .expect("model loads");
+    let server = TestServer::spawn(standalone_app(&settings, &pool, vec![content])).await;
+    let tenant = tenant_with_key(&pool, Role::Writer).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (client, url, key) = (
+            server.client.clone(),
+            server.url("/v1/chat/completions"),
+            tenant.key.clone(),
+        );
+        calls.spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"messages": [{"role": "user", "content": format!("Count to {i}.")}], "max_tokens": 64, "temperature": 0}))
+                .send()
+                .await
+                .expect("request")
+        });
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    while let Some(r) = calls.join_next().await {
+        let r = r.expect("join");
+        match r.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+}
