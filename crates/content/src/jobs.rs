@@ -13,7 +13,7 @@ use crate::{
     routes::{
         bulk::{BulkRequest, GENERATE_SEGMENT},
         embeddings::{EMBED_PRODUCTS, refresh_embeddings},
-        generate::{GenerateFailure, plan, recipient, write_variant},
+        generate::{GenerateFailure, plan, recipient, recommended_products, write_variant},
     },
     state::AppState,
 };
@@ -116,12 +116,16 @@ impl JobHandler for GenerateSegment {
             loop {
                 while set.len() < in_flight {
                     let Some(customer) = queue.next() else { break };
-                    let Some(who) = recipient(state, tenant_id, customer)
+                    let Some(mut who) = recipient(state, tenant_id, customer)
                         .await
                         .map_err(|e| JobError::Retryable(e.to_string()))?
                     else {
                         continue; // erased since the segment was read
                     };
+                    if base.uses_recommendations() {
+                        who.recommendations =
+                            recommended_products(state, tenant_id, customer).await;
+                    }
                     let p = Arc::new(base.for_recipient(who));
                     let engine = state.engine.clone();
                     set.spawn(async move { (customer, write_variant(engine, p, 0, None).await) });

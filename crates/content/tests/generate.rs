@@ -473,6 +473,30 @@ async fn embeddings_recommendations_and_bulk_generation(pool: PgPool) {
             .all(|r| r["reason"].as_str().is_some_and(|s| !s.is_empty()))
     );
     assert_eq!(b["pending_products"], 0);
+    // Templates can use the recommendations: the fallback for this customer names the top one,
+    // and its catalog price passes the guardrails.
+    let (s, t) = api
+        .put(
+            "/v1/content/templates/sms",
+            &json!({"fields": {"body": "Picks for you: {{ recommendations[0].title }} at {{ recommendations[0].price }} {{ recommendations[0].currency }}."}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let (s, g) = api
+        .post(
+            "/v1/content/generate",
+            &json!({"customer_id": camper, "channel": "sms", "brief": "Camping picks", "max_attempts": 1,
+                    "sampling": {"max_tokens": 1, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let v = &g["variants"][0];
+    assert_eq!(v["source"], "template", "{v}");
+    assert_eq!(
+        v["fields"]["body"], "Picks for you: Summit Tent at 199.00 EUR.",
+        "{v}"
+    );
+    assert_eq!(v["passed"], true, "{v}");
     let (s, _) = api
         .get(&format!(
             "/v1/content/customers/{camper}/recommendations?k=0"

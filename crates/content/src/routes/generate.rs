@@ -385,6 +385,11 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
         template,
         vars,
     };
+    if let Some(id) = req.customer_id
+        && plan.uses_recommendations()
+    {
+        who.recommendations = recommended_products(state, tenant_id, id).await;
+    }
     Ok(plan.for_recipient(who))
 }
 
@@ -396,6 +401,8 @@ pub struct Recipient {
     pub own_emails: Vec<String>,
     pub own_phones: Vec<String>,
     pub own_names: Vec<String>,
+    /// Products recommended to them, for templates that use `recommendations`.
+    pub recommendations: Vec<TemplateProduct>,
 }
 
 impl Plan {
@@ -407,8 +414,68 @@ impl Plan {
         plan.guard.own_emails = who.own_emails;
         plan.guard.own_phones = who.own_phones;
         plan.guard.own_names = who.own_names;
+        // Recommended products are catalog facts the template may print (title and price).
+        for r in &who.recommendations {
+            if !plan
+                .guard
+                .products
+                .iter()
+                .any(|p| p.product_id == r.product_id)
+            {
+                plan.guard.products.push(CatalogItem {
+                    product_id: r.product_id.clone(),
+                    title: r.title.clone(),
+                    price: r.price.parse().ok(),
+                    currency: Some(r.currency.clone()),
+                });
+            }
+        }
+        plan.vars.recommendations = who.recommendations;
         plan
     }
+
+    /// Whether the fallback template refers to `recommendations` (only then are they computed).
+    pub fn uses_recommendations(&self) -> bool {
+        self.template
+            .0
+            .values()
+            .any(|s| s.contains("recommendations"))
+    }
+}
+
+/// Up to three products recommended to a customer, as template variables; empty when none can
+/// be computed (no embedded catalog, the embedding model not loaded).
+pub async fn recommended_products(
+    state: &AppState,
+    tenant_id: Uuid,
+    customer_id: Uuid,
+) -> Vec<TemplateProduct> {
+    let Ok(r) =
+        crate::routes::embeddings::recommend_for(state, tenant_id, customer_id, 3, 30.0).await
+    else {
+        return Vec::new();
+    };
+    let ids: Vec<String> = r
+        .recommendations
+        .iter()
+        .map(|x| x.product_id.clone())
+        .collect();
+    let Ok(rows) = db::products(&state.pool, tenant_id, &ids).await else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter_map(|id| rows.iter().find(|r| &r.product_id == id))
+        .map(|r| {
+            template_product(&Product {
+                product_id: r.product_id.clone(),
+                title: r.title.clone(),
+                price: r.price,
+                currency: r.currency.clone(),
+                category: r.category.clone(),
+                description: None,
+            })
+        })
+        .collect()
 }
 
 /// A stored customer as a recipient; `None` when there is no such customer.
@@ -425,6 +492,7 @@ pub async fn recipient(
         own_emails: c.email.iter().cloned().collect(),
         own_phones: c.phone.iter().cloned().collect(),
         own_names: c.first_name.iter().chain(&c.last_name).cloned().collect(),
+        recommendations: Vec::new(),
     };
     // Profile data reaches the prompt only with consent to AI personalisation.
     if c.consent_ai == Some(true) {
