@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use crate::domain::recommend::{Candidate, Interaction};
+
 #[derive(Debug, Clone)]
 pub struct ProductRow {
     pub product_id: String,
@@ -211,23 +213,14 @@ pub async fn store_embeddings(
     Ok(())
 }
 
-#[derive(Debug, Clone)]
-pub struct CandidateRow {
-    pub product_id: String,
-    pub title: String,
-    pub category: Option<String>,
-    pub embedding: Vec<f32>,
-    pub purchases: i64,
-}
-
 /// In-stock, embedded products with their purchases over the last `days`.
 pub async fn candidates(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     days: f64,
-) -> Result<Vec<CandidateRow>, sqlx::Error> {
+) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as!(
-        CandidateRow,
+        Candidate,
         r#"WITH pop AS (
              SELECT pid, count(*) AS n
              FROM profiling.events ev, unnest(ev.product_ids) AS pid
@@ -247,22 +240,15 @@ pub async fn candidates(
     .await
 }
 
-#[derive(Debug, Clone)]
-pub struct InteractionRow {
-    pub kind: String,
-    pub product_id: String,
-    pub days_ago: f64,
-}
-
 /// The customer's most recent product interactions (one row per product of an event).
 pub async fn interactions(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     customer_id: Uuid,
     limit: i64,
-) -> Result<Vec<InteractionRow>, sqlx::Error> {
+) -> Result<Vec<Interaction>, sqlx::Error> {
     sqlx::query_as!(
-        InteractionRow,
+        Interaction,
         r#"SELECT ev.type AS kind, pid AS "product_id!",
                   extract(epoch FROM now() - ev.occurred_at)::float8 / 86400 AS "days_ago!"
            FROM (SELECT type, occurred_at, product_ids FROM profiling.events

@@ -473,17 +473,13 @@ impl JobHandler for ScoreModel {
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<serde_json::Value, JobError>> {
         use crate::learn::Task;
         Box::pin(async move {
-            let tenant_id = ctx.tenant_id();
             if ctx.payload().get("incremental").is_some() {
                 // After new events: every task with an active model, only the customers
                 // whose events arrived since that model last scored.
                 let mut out = serde_json::Map::new();
                 for task in [Task::Purchase, Task::NextEvent] {
-                    if crate::db::models::active(&ctx.pool, tenant_id, task.as_str())
-                        .await?
-                        .is_some()
-                    {
-                        out.insert(task.as_str().into(), score(&ctx, task, true).await?);
+                    if let Some(result) = score(&ctx, task, true).await? {
+                        out.insert(task.as_str().into(), result);
                     }
                 }
                 return Ok(serde_json::Value::Object(out));
@@ -496,27 +492,31 @@ impl JobHandler for ScoreModel {
                 .transpose()
                 .map_err(|e| JobError::Fatal(format!("payload: {e}")))?
                 .unwrap_or(Task::Purchase);
-            score(&ctx, task, false).await
+            score(&ctx, task, false)
+                .await?
+                .ok_or_else(|| JobError::Fatal(format!("no active {} model", task.as_str())))
         })
     }
 }
 
 /// Scores customers with the task's active model and writes the trait: everyone, or (with
-/// `incremental`) those whose events arrived since the model last scored.
+/// `incremental`) those whose events arrived since the model last scored. `None` when the
+/// task has no active model.
 async fn score(
     ctx: &JobContext,
     task: crate::learn::Task,
     incremental: bool,
-) -> Result<serde_json::Value, JobError> {
+) -> Result<Option<serde_json::Value>, JobError> {
     use crate::{
         learn::{Task, pipeline},
         routes::models::Loaded,
     };
     let tenant_id = ctx.tenant_id();
     let name = task.as_str();
-    let (model, weights) = crate::db::models::active(&ctx.pool, tenant_id, name)
-        .await?
-        .ok_or_else(|| JobError::Fatal(format!("no active {name} model")))?;
+    let Some((model, weights)) = crate::db::models::active(&ctx.pool, tenant_id, name).await?
+    else {
+        return Ok(None);
+    };
     let loaded = Loaded::from_row(&model).map_err(|e| JobError::Fatal(e.to_string()))?;
     // Read the clock before the events: anything arriving meanwhile is scored next time.
     let through = chrono::Utc::now();
@@ -524,7 +524,9 @@ async fn score(
         let since = crate::db::models::scored_through(&ctx.pool, tenant_id, model.id).await?;
         let ids = crate::db::models::customers_with_new_events(&ctx.pool, tenant_id, since).await?;
         if ids.is_empty() {
-            return Ok(json!({"model_id": model.id, "customers": 0, "incremental": true}));
+            return Ok(Some(
+                json!({"model_id": model.id, "customers": 0, "incremental": true}),
+            ));
         }
         Some(ids)
     } else {
@@ -573,9 +575,9 @@ async fn score(
     let written =
         crate::db::models::write_traits(&ctx.pool, tenant_id, &customers, key, &values).await?;
     crate::db::models::set_scored_through(&ctx.pool, tenant_id, model.id, through).await?;
-    Ok(
+    Ok(Some(
         json!({"model_id": model.id, "customers": written, "trait": key,
               "incremental": incremental,
               "customers_per_second": customers.len() as f64 / seconds.max(1e-9)}),
-    )
+    ))
 }

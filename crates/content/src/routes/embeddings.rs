@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     db,
-    domain::recommend::{self, Candidate, History, Interaction, Recommendation},
+    domain::recommend::{self, History, Recommendation},
     llm::embed::EmbedError,
     state::AppState,
 };
@@ -240,17 +240,7 @@ pub async fn recommend_for(
         )
         .await?;
     }
-    let candidates: Vec<Candidate> = db::candidates(&state.pool, tenant_id, 30.0)
-        .await?
-        .into_iter()
-        .map(|c| Candidate {
-            product_id: c.product_id,
-            title: c.title,
-            category: c.category,
-            embedding: c.embedding,
-            purchases: c.purchases,
-        })
-        .collect();
+    let candidates = db::candidates(&state.pool, tenant_id, 30.0).await?;
     let rows = db::interactions(&state.pool, tenant_id, customer_id, 50).await?;
     let bought_recently: HashSet<String> = rows
         .iter()
@@ -263,14 +253,7 @@ pub async fn recommend_for(
             None => BTreeMap::new(),
         };
     let history = History {
-        interactions: rows
-            .into_iter()
-            .map(|r| Interaction {
-                product_id: r.product_id,
-                kind: r.kind,
-                days_ago: r.days_ago,
-            })
-            .collect(),
+        interactions: rows,
         category_counts,
         bought_recently,
     };

@@ -329,14 +329,7 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
         .product_ids
         .iter()
         .filter_map(|id| rows.iter().find(|r| &r.product_id == id))
-        .map(|r| Product {
-            product_id: r.product_id.clone(),
-            title: r.title.clone(),
-            price: r.price,
-            currency: r.currency.clone(),
-            category: r.category.clone(),
-            description: r.description.clone(),
-        })
+        .map(Product::from)
         .collect();
     let catalog = db::catalog_titles(&state.pool, tenant_id, 5000).await?;
     let guard = guardrails::Context {
@@ -465,16 +458,7 @@ pub async fn recommended_products(
     };
     ids.iter()
         .filter_map(|id| rows.iter().find(|r| &r.product_id == id))
-        .map(|r| {
-            template_product(&Product {
-                product_id: r.product_id.clone(),
-                title: r.title.clone(),
-                price: r.price,
-                currency: r.currency.clone(),
-                category: r.category.clone(),
-                description: None,
-            })
-        })
+        .map(|r| template_product(&Product::from(r)))
         .collect()
 }
 
@@ -516,6 +500,19 @@ fn catalog_item(p: &Product) -> CatalogItem {
         title: p.title.clone(),
         price: Some(p.price),
         currency: Some(p.currency.clone()),
+    }
+}
+
+impl From<&db::ProductRow> for Product {
+    fn from(r: &db::ProductRow) -> Self {
+        Product {
+            product_id: r.product_id.clone(),
+            title: r.title.clone(),
+            price: r.price,
+            currency: r.currency.clone(),
+            category: r.category.clone(),
+            description: r.description.clone(),
+        }
     }
 }
 
