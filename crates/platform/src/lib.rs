@@ -21,6 +21,7 @@ pub mod http;
 pub mod jobs;
 pub mod openapi;
 pub mod pagination;
+pub mod random;
 pub mod service;
 pub mod settings;
 pub mod telemetry;

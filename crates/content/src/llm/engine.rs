@@ -19,8 +19,9 @@ use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::model::{Cache, Model, Row};
-use super::sampling::{Rng, Sampling, sample};
+use super::sampling::{Sampling, sample};
 use super::tokenizer::TextCodec;
+use mercato_platform::random::SplitMix64;
 
 /// Worker limits.
 #[derive(Debug, Clone)]
@@ -430,7 +431,7 @@ struct Seq {
     /// Tokens already in the KV cache.
     cached: usize,
     generated: usize,
-    rng: Rng,
+    rng: SplitMix64,
     /// Bytes of the generated text already sent.
     sent: usize,
     text: String,
@@ -489,7 +490,7 @@ impl Worker {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let rng = Rng::new(job.sampling.seed);
+        let rng = SplitMix64::new(job.sampling.seed);
         self.active.push(Seq {
             tokens: job.prompt.clone(),
             cached: 0,

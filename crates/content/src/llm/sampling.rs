@@ -1,6 +1,7 @@
 //! Turning a row of logits into the next token: repetition penalty, temperature, top-k, top-p,
 //! with a per-request random stream so a seed gives the same text whatever else is batched.
 
+use mercato_platform::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Sampling settings of one request (validated by [`Sampling::validate`]).
@@ -89,29 +90,6 @@ impl Sampling {
     }
 }
 
-/// SplitMix64: a small, fast, seedable generator; one per sequence.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Greedy choice over one row of logits (ties go to the lowest id).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -124,7 +102,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// Picks the next token from `logits` (modified in place by the penalty).
-pub fn sample(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut Rng) -> u32 {
+pub fn sample(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut SplitMix64) -> u32 {
     if params.repetition_penalty != 1.0 {
         let start = recent.len().saturating_sub(PENALTY_WINDOW);
         let mut seen = recent[start..].to_vec();
@@ -197,7 +175,7 @@ mod tests {
         let logits = [0.1f32, 2.0, 1.9, -1.0];
         let mut l = logits;
         assert_eq!(
-            sample(&mut l, &Sampling::greedy(1), &[], &mut Rng::new(1)),
+            sample(&mut l, &Sampling::greedy(1), &[], &mut SplitMix64::new(1)),
             1
         );
         let mut l = logits;
@@ -206,7 +184,7 @@ mod tests {
             ..Sampling::greedy(1)
         };
         // 2.0 / 1.2 = 1.67 < 1.9: the repeated token loses.
-        assert_eq!(sample(&mut l, &p, &[1], &mut Rng::new(1)), 2);
+        assert_eq!(sample(&mut l, &p, &[1], &mut SplitMix64::new(1)), 2);
     }
 
     #[test]
@@ -219,7 +197,10 @@ mod tests {
         };
         let best = argmax(&logits);
         for s in 0..20 {
-            assert_eq!(sample(&mut logits.clone(), &p, &[], &mut Rng::new(s)), best);
+            assert_eq!(
+                sample(&mut logits.clone(), &p, &[], &mut SplitMix64::new(s)),
+                best
+            );
         }
         let p = Sampling {
             temperature: 1.5,
@@ -229,7 +210,7 @@ mod tests {
             ..Sampling::default()
         };
         let draw = |seed| {
-            let mut rng = Rng::new(seed);
+            let mut rng = SplitMix64::new(seed);
             (0..30)
                 .map(|_| sample(&mut logits.clone(), &p, &[], &mut rng))
                 .collect::<Vec<_>>()
@@ -249,7 +230,7 @@ mod tests {
             repetition_penalty: 1.0,
             ..Sampling::default()
         };
-        let mut rng = Rng::new(3);
+        let mut rng = SplitMix64::new(3);
         for _ in 0..50 {
             assert_eq!(sample(&mut logits.to_vec(), &p, &[], &mut rng), 0);
         }

@@ -1685,26 +1685,13 @@ pub struct Rng {
     s: [u64; 4],
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Rng {
     /// Expands `seed` with splitmix64, as the xoshiro authors recommend
     /// (never yields the forbidden all-zero state).
     pub fn new(seed: u64) -> Self {
-        let mut sm = seed;
+        let mut sm = mercato_platform::random::SplitMix64::new(seed);
         Self {
-            s: [
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-            ],
+            s: [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()],
         }
     }
 
@@ -2463,8 +2450,8 @@ mod tests {
     #[test]
     fn rng_is_deterministic_and_matches_reference() {
         // Published splitmix64 test value: first output from state 0.
-        let mut state = 0;
-        assert_eq!(splitmix64(&mut state), 0xe220_a839_7b1d_cdaf);
+        let mut state = mercato_platform::random::SplitMix64::new(0);
+        assert_eq!(state.next_u64(), 0xe220_a839_7b1d_cdaf);
         // Independent Python implementation of xoshiro256** seeded with
         // four splitmix64(42) outputs (ref script `xo(42, 4)`).
         let mut rng = Rng::new(42);

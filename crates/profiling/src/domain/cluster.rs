@@ -1,6 +1,7 @@
 //! k-means clustering of customers on standardised behavioural features, k chosen by
 //! silhouette when not given, each cluster described by how its centroid stands out.
 
+use mercato_platform::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -17,22 +18,8 @@ pub const FEATURES: [&str; 6] = [
 /// Silhouette is quadratic in the number of points; beyond this a fixed sample is scored.
 const SILHOUETTE_SAMPLE: usize = 2000;
 
-/// Deterministic pseudo-random numbers (splitmix64): the same seed gives the same clusters.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// Deterministic pseudo-random numbers: the same seed gives the same clusters.
+type Rng = SplitMix64;
 
 fn distance2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
@@ -86,7 +73,7 @@ pub struct KMeans {
 /// Lloyd's algorithm from k-means++ seeds; the best of a few restarts by inertia.
 pub fn kmeans(points: &[Vec<f64>], k: usize, seed: u64) -> KMeans {
     let mut best: Option<KMeans> = None;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for _ in 0..4 {
         let run = lloyd(points, k, &mut rng);
         if best.as_ref().is_none_or(|b| run.inertia < b.inertia) {
@@ -104,11 +91,11 @@ fn lloyd(points: &[Vec<f64>], k: usize, rng: &mut Rng) -> KMeans {
     let n = points.len();
     let k = k.min(n).max(1);
     // k-means++: each next seed far from the ones chosen.
-    let mut centroids = vec![points[(rng.next() % n as u64) as usize].clone()];
+    let mut centroids = vec![points[(rng.next_u64() % n as u64) as usize].clone()];
     let mut nearest: Vec<f64> = points.iter().map(|p| distance2(p, &centroids[0])).collect();
     while centroids.len() < k {
         let total: f64 = nearest.iter().sum();
-        let mut target = rng.unit() * total;
+        let mut target = rng.next_f64() * total;
         let mut chosen = n - 1;
         for (i, d) in nearest.iter().enumerate() {
             if target <= *d {
@@ -306,11 +293,11 @@ mod tests {
 
     /// Three well separated groups in two of the six features.
     fn blobs() -> Vec<Vec<f64>> {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut rows = Vec::new();
         for (f, m) in [(1.0, 20.0), (12.0, 900.0), (40.0, 20.0)] {
             for _ in 0..60 {
-                let jitter = |x: f64, rng: &mut Rng| x * (0.9 + 0.2 * rng.unit());
+                let jitter = |x: f64, rng: &mut Rng| x * (0.9 + 0.2 * rng.next_f64());
                 rows.push(vec![
                     10.0,
                     jitter(f, &mut rng),
