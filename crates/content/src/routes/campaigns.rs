@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode};
-use mercato_metrics::domain::campaign::{self as metrics_campaign, MAX_VARIANTS, VariantInput};
+use mercato_metrics::domain::campaign::{self as metrics_campaign, VariantInput};
 use mercato_platform::{
     ApiError, ApiResult,
     auth::{Role, TenantContext},
@@ -96,24 +96,18 @@ async fn generate_campaign_variants(
         pool: state.pool.clone(),
         settings: state.settings.clone(),
     };
-    let c = mercato_metrics::routes::campaigns::load(&metrics, ctx.tenant_id, id).await?;
-    if c.status == mercato_metrics::domain::campaign::Status::Completed {
-        return Err(ApiError::Conflict("the campaign is completed".into()));
-    }
+    let c = mercato_metrics::routes::campaigns::room_for_variants(
+        &metrics,
+        ctx.tenant_id,
+        id,
+        body.count,
+        "count",
+    )
+    .await?;
     if !c.channels.iter().any(|ch| ch.channel == body.channel) {
         return Err(ApiError::invalid(
             "channel",
             "is not one of the campaign's channels",
-        ));
-    }
-    let existing = mercato_metrics::db::campaigns::variants(&state.pool, ctx.tenant_id, id).await?;
-    if existing.len() + body.count > MAX_VARIANTS {
-        return Err(ApiError::invalid(
-            "count",
-            format!(
-                "the campaign has {} of at most {MAX_VARIANTS} variants",
-                existing.len()
-            ),
         ));
     }
     let payload = json!({"campaign_id": id, "request": body, "count": body.count});

@@ -327,6 +327,33 @@ async fn delete_campaign(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The campaign, when `adding` more variants may join it: 409 once it is completed, 422
+/// on `field` when it would hold more than [`campaign::MAX_VARIANTS`]. Shared by the
+/// routes that add variants (here, and the content service's generated ones).
+pub async fn room_for_variants(
+    state: &AppState,
+    tenant_id: Uuid,
+    id: Uuid,
+    adding: usize,
+    field: &str,
+) -> ApiResult<Loaded> {
+    let c = load(state, tenant_id, id).await?;
+    if c.status == Status::Completed {
+        return Err(ApiError::Conflict("the campaign is completed".into()));
+    }
+    let existing = db::variants(&state.pool, tenant_id, id).await?.len();
+    if existing + adding > campaign::MAX_VARIANTS {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "the campaign has {existing} of at most {} variants",
+                campaign::MAX_VARIANTS
+            ),
+        ));
+    }
+    Ok(c)
+}
+
 /// Adds a variant; while running it joins the decisioning at once (with the pooled prior).
 #[utoipa::path(
     post, path = "/v1/metrics/campaigns/{id}/variants", tag = TAG,
@@ -355,20 +382,7 @@ async fn add_variant(
         }
         return Err(ApiError::Validation(errors));
     }
-    let c = load(&state, ctx.tenant_id, id).await?;
-    if c.status == Status::Completed {
-        return Err(ApiError::Conflict("the campaign is completed".into()));
-    }
-    let existing = db::variants(&state.pool, ctx.tenant_id, id).await?;
-    if existing.len() >= campaign::MAX_VARIANTS {
-        return Err(ApiError::invalid(
-            "name",
-            format!(
-                "the campaign has {} variants already",
-                campaign::MAX_VARIANTS
-            ),
-        ));
-    }
+    room_for_variants(&state, ctx.tenant_id, id, 1, "name").await?;
     let vid = db::insert_variant(&state.pool, ctx.tenant_id, id, &v)
         .await
         .map_err(|e| match &e {
