@@ -246,15 +246,29 @@ pub async fn customers_with_new_events(
     tenant_id: Uuid,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT DISTINCT customer_id AS "customer_id!" FROM profiling.events
-           WHERE tenant_id = $1 AND customer_id IS NOT NULL
-             AND ($2::timestamptz IS NULL OR received_at > $2)"#,
-        tenant_id,
-        since
-    )
-    .fetch_all(db)
-    .await
+    // Two statements rather than `$2 IS NULL OR ...`: a generic plan of that could not
+    // use the received_at index.
+    match since {
+        Some(since) => {
+            sqlx::query_scalar!(
+                r#"SELECT DISTINCT customer_id AS "customer_id!" FROM profiling.events
+                   WHERE tenant_id = $1 AND customer_id IS NOT NULL AND received_at > $2"#,
+                tenant_id,
+                since
+            )
+            .fetch_all(db)
+            .await
+        }
+        None => {
+            sqlx::query_scalar!(
+                r#"SELECT DISTINCT customer_id AS "customer_id!" FROM profiling.events
+                   WHERE tenant_id = $1 AND customer_id IS NOT NULL"#,
+                tenant_id
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
 }
 
 /// Records that events up to `through` have been scored by this model version.
