@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use mercato_profiling::{
-    domain::sequence::{dataset, evaluation::roc_auc},
+    domain::sequence::{
+        dataset,
+        evaluation::{self, roc_auc},
+    },
     learn::{Hyper, Task, pipeline},
 };
 
@@ -26,6 +29,19 @@ struct Args {
     epochs: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Hyper-parameters (the API's defaults otherwise, batch 256).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    hidden_dim: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,11 +73,17 @@ fn main() -> anyhow::Result<()> {
         .map(|e| e.at)
         .max()
         .ok_or_else(|| anyhow::anyhow!("no events"))?;
+    let defaults = Hyper::default();
     let hyper = Hyper {
         epochs: a.epochs,
-        batch_size: 256,
+        batch_size: a.batch_size,
         seed: a.seed,
-        ..Hyper::default()
+        seq_len: a.seq_len.unwrap_or(defaults.seq_len),
+        hidden_dim: a.hidden_dim.unwrap_or(defaults.hidden_dim),
+        learning_rate: a.learning_rate.unwrap_or(defaults.learning_rate),
+        dropout: a.dropout.unwrap_or(defaults.dropout),
+        weight_decay: a.weight_decay.unwrap_or(defaults.weight_decay),
+        ..defaults
     };
     let config = pipeline::config(
         &hyper,
@@ -76,22 +98,38 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64(),
         counts
     );
-    // The ceiling: the generator's own purchase rate (sessions x chance a session buys).
+    // The ceiling: the generator's own purchase rate at each cut-off (sessions a year x
+    // chance a session buys, while the customer is active).
     let truth: Vec<f64> = d
         .test
         .customers
         .iter()
-        .map(|&c| {
-            let c = &shop.customers[c as usize];
-            c.activity * c.propensity
-        })
+        .zip(&d.test.cutoffs)
+        .map(|(&c, &t)| shop.customers[c as usize].purchase_rate_at(t))
         .collect();
     let ceiling = roc_auc(&truth, &d.test.purchase).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // How far the whole-history features alone go: logistic regression on all of them.
+    let (positive_weight, _) = d.class_weights(&d.train);
+    let history_logistic =
+        evaluation::fit_logistic(&d.train.features, &d.train.purchase, 1e-3, positive_weight)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let history_scores: Vec<f64> = d
+        .test
+        .features
+        .iter()
+        .map(|x| history_logistic.predict(x))
+        .collect();
+    let history_auc =
+        roc_auc(&history_scores, &d.test.purchase).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t0 = Instant::now();
     let outcome = pipeline::train(d, &hyper, Task::Purchase, |e| {
         eprintln!(
-            "epoch {} train {:.4} valid {:.4} ({:.1}s)",
-            e.epoch, e.train_loss, e.valid_loss, e.seconds
+            "epoch {} train {:.4} valid {:.4} valid AUC {:.4} ({:.1}s)",
+            e.epoch,
+            e.train_loss,
+            e.valid_loss,
+            e.valid_roc_auc.unwrap_or(f64::NAN),
+            e.seconds
         );
         true
     })
@@ -108,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("not a purchase evaluation");
     };
     // Scoring throughput: every customer's sequence at the end of the data.
-    let tokens = pipeline::encode_customers(
+    let (tokens, features) = pipeline::encode_customers(
         &events,
         shop.customers.len(),
         &outcome.dataset.vocab,
@@ -119,6 +157,7 @@ fn main() -> anyhow::Result<()> {
     let scores = mercato_profiling::learn::predict(
         &outcome.weights,
         &tokens,
+        &features,
         outcome.dataset.vocab.size(),
         1,
         &hyper,
@@ -149,6 +188,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| logistic regression on RFM | {:.4} | {:.4} |",
         logistic_rfm.roc_auc, logistic_rfm.pr_auc
+    );
+    println!(
+        "| logistic regression on all {} history features | {history_auc:.4} | |",
+        dataset::FEATURE_COUNT
     );
     println!("| true propensity (ceiling) | {ceiling:.4} | |");
     println!(

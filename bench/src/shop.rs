@@ -1,21 +1,21 @@
 //! A synthetic but realistic shop: customers with latent preferences and a known true
-//! purchase propensity, a catalog with long-tailed prices, sessions with weekly and yearly
-//! seasonality, and purchases concentrated in few customers. Deterministic for a seed.
+//! purchase propensity, who join during the year and may lapse (as in the Pareto/NBD and
+//! BG/NBD models of customer bases), a catalog with long-tailed prices, sessions with
+//! weekly and yearly seasonality, and purchases concentrated in few customers.
+//! Deterministic for a seed and a clock.
 
 use chrono::{DateTime, Duration, Utc};
+use mercato_platform::random::SplitMix64;
 
-pub struct Rng(u64);
+/// The shop's draws: SplitMix64 with the distributions the generator needs.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     pub fn unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
@@ -72,14 +72,36 @@ pub struct Product {
 
 pub struct Customer {
     pub external_id: String,
-    /// Sessions per year.
+    /// Sessions per year while active.
     pub activity: f64,
-    /// Chance that a session ends in a purchase: the ground truth a model should recover.
+    /// Chance that a session ends in a purchase.
     pub propensity: f64,
+    /// When the customer joined (the start of the year for those who were already there).
+    pub joined: DateTime<Utc>,
+    /// When the customer lapses for good (possibly after the end of the data).
+    pub lapses: DateTime<Utc>,
     pub category: usize,
     pub channel: usize,
     pub hour: u32,
 }
+
+impl Customer {
+    /// The true purchase rate (purchases a year) at `t`: activity x propensity while the
+    /// customer is active, 0 before joining and after lapsing. The ground truth a model
+    /// should recover.
+    pub fn purchase_rate_at(&self, t: DateTime<Utc>) -> f64 {
+        if self.joined <= t && t < self.lapses {
+            self.activity * self.propensity
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Share of customers who join during the year (the rest are there from its start).
+pub const JOINING_SHARE: f64 = 0.3;
+/// Mean of the customers' lapse rates, per year (each customer's is Gamma with shape 2).
+pub const MEAN_LAPSE_RATE: f64 = 0.8;
 
 pub struct Event {
     pub event_id: String,
@@ -107,31 +129,53 @@ pub fn generate(customers: usize, events: usize, seed: u64) -> Shop {
             price: (3.2 + 0.8 * rng.normal()).exp().clamp(3.0, 2000.0).round(),
         })
         .collect();
+    let now = Utc::now() - Duration::hours(1);
+    let start = now - Duration::days(365);
+    let at_day = |days: f64| start + Duration::seconds((days * 86400.0) as i64);
     let mut people: Vec<Customer> = (0..customers)
-        .map(|i| Customer {
-            external_id: format!("cus-{i:07}"),
-            activity: rng.gamma(0.6),
-            propensity: rng.beta(1.2, 12.0),
-            category: rng.below(CATEGORIES.len()),
-            channel: rng.below(CHANNELS.len()),
-            hour: (18.0 + 3.0 * rng.normal()).rem_euclid(24.0) as u32,
+        .map(|i| {
+            let joined = if rng.unit() < JOINING_SHARE {
+                rng.unit() * 365.0
+            } else {
+                0.0
+            };
+            let lapse_rate = rng.gamma(2.0) * MEAN_LAPSE_RATE / 2.0;
+            let lifetime = -rng.unit().ln() / lapse_rate.max(1e-9) * 365.0;
+            Customer {
+                external_id: format!("cus-{i:07}"),
+                activity: rng.gamma(0.6),
+                propensity: rng.beta(1.2, 12.0),
+                joined: at_day(joined),
+                lapses: at_day((joined + lifetime).min(365.0 * 100.0)),
+                category: rng.below(CATEGORIES.len()),
+                channel: rng.below(CHANNELS.len()),
+                hour: (18.0 + 3.0 * rng.normal()).rem_euclid(24.0) as u32,
+            }
         })
         .collect();
+    // Days of the year each customer is active.
+    let active_days = |c: &Customer| {
+        let from = (c.joined - start).num_seconds() as f64 / 86400.0;
+        let until = ((c.lapses - start).num_seconds() as f64 / 86400.0).min(365.0);
+        (from, (until - from).max(0.0))
+    };
     // Scale activity so the expected event count meets the target (~4 events a session).
-    let total: f64 = people.iter().map(|c| c.activity).sum();
+    let total: f64 = people
+        .iter()
+        .map(|c| c.activity * active_days(c).1 / 365.0)
+        .sum();
     let sessions_wanted = events as f64 / 4.0;
     for c in &mut people {
-        c.activity *= sessions_wanted / total;
+        c.activity *= sessions_wanted / total.max(1e-9);
     }
-    let now = Utc::now() - Duration::hours(1);
     let mut out = Vec::with_capacity(events + events / 10);
     for (ci, c) in people.iter().enumerate() {
-        let sessions = poisson(&mut rng, c.activity);
+        let (from, span) = active_days(c);
+        let sessions = poisson(&mut rng, c.activity * span / 365.0);
         for s in 0..sessions {
             // Weekly rhythm and a December peak: reject days by a seasonal weight.
             let at = loop {
-                let days = rng.unit() * 365.0;
-                let t = now - Duration::seconds((days * 86400.0) as i64);
+                let t = at_day(from + rng.unit() * span);
                 let weekday = chrono::Datelike::weekday(&t).num_days_from_monday();
                 let month = chrono::Datelike::month(&t);
                 let weight =

@@ -536,7 +536,7 @@ async fn score(
     let (events, customers) = pipeline::records(rows);
     let started = std::time::Instant::now();
     let (customers, values) = tokio::task::spawn_blocking(move || {
-        let tokens = pipeline::encode_customers(
+        let (tokens, features) = pipeline::encode_customers(
             &events,
             customers.len(),
             &loaded.vocab,
@@ -547,6 +547,7 @@ async fn score(
         let scores = crate::learn::predict(
             &weights,
             &tokens,
+            &features,
             loaded.vocab.size(),
             outputs,
             &loaded.hyper,

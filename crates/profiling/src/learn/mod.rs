@@ -1,8 +1,10 @@
 //! The sequence model of customer behaviour: Embedding -> LSTM (one or two layers) ->
-//! Dense, trained with candle-nn on each tenant's own event sequences.
+//! Dense (reading the LSTM state and whole-history features), trained with candle-nn on
+//! each tenant's own event sequences.
 //!
-//! `model` holds the network and its deterministic initialisation, `train` the training
-//! loop (AdamW, class-weighted losses, early stopping on validation loss) and scoring.
+//! `model` holds the network, its deterministic initialisation and seeded dropout,
+//! `train` the training loop (AdamW, class-weighted losses, early stopping on validation
+//! loss, validation AUC or macro-F1 per epoch) and scoring.
 //! Everything here is CPU-bound: callers run it on a blocking thread, never on the async
 //! workers.
 

@@ -1,11 +1,15 @@
 //! The network: token embedding, LSTM layers, a dense head (one logit for the purchase
-//! task, one per class for the next-event task).
+//! task, one per class for the next-event task). The head reads the last LSTM state and
+//! the customer's whole-history features (standardised with the training split's mean and
+//! standard deviation, which are stored with the weights): a window of the last events
+//! shows what a customer does now, the history how often they buy over the long run.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{
     Embedding, LSTM, Linear, VarBuilder, VarMap,
     rnn::{LSTMConfig, RNN},
 };
+use mercato_platform::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -65,6 +69,9 @@ pub struct Hyper {
     pub weight_decay: f64,
     /// Epochs without a better validation loss before training stops.
     pub patience: usize,
+    /// Share of the LSTM's inputs and of the dense layer's inputs zeroed at random while
+    /// training (seeded, so training stays deterministic), 0 to 0.9.
+    pub dropout: f64,
     pub seed: u64,
 }
 
@@ -77,9 +84,10 @@ impl Default for Hyper {
             layers: 1,
             epochs: 15,
             batch_size: 128,
-            learning_rate: 0.005,
+            learning_rate: 0.001,
             weight_decay: 0.01,
             patience: 3,
+            dropout: 0.3,
             seed: 1,
         }
     }
@@ -135,24 +143,98 @@ impl Hyper {
             "patience",
             "must lie between 1 and 50",
         );
+        check(
+            (0.0..=0.9).contains(&self.dropout),
+            "dropout",
+            "must lie between 0 and 0.9",
+        );
         out
+    }
+}
+
+/// Names of the stored feature standardisation tensors.
+pub const FEATURE_MEAN: &str = "features.mean";
+pub const FEATURE_STD: &str = "features.std";
+
+/// Standardisation of the history features: `(x - mean) / std`, both `(1, features)`.
+#[derive(Clone)]
+pub struct FeatureScale {
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+impl FeatureScale {
+    /// Mean and standard deviation of each column of `rows` (a constant column gets 1).
+    pub fn fit(rows: &[impl AsRef<[f64]>], device: &Device) -> candle_core::Result<Self> {
+        let width = rows.first().map_or(0, |r| r.as_ref().len());
+        let n = rows.len().max(1) as f64;
+        let mut mean = vec![0.0f64; width];
+        for r in rows {
+            for (m, v) in mean.iter_mut().zip(r.as_ref()) {
+                *m += v / n;
+            }
+        }
+        let mut var = vec![0.0f64; width];
+        for r in rows {
+            for ((s, v), m) in var.iter_mut().zip(r.as_ref()).zip(&mean) {
+                *s += (v - m) * (v - m) / n;
+            }
+        }
+        let std: Vec<f32> = var
+            .iter()
+            .map(|v| {
+                if v.sqrt() > 1e-9 {
+                    v.sqrt() as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        Ok(Self {
+            mean: Tensor::from_vec(mean, (1, width), device)?,
+            std: Tensor::from_vec(std, (1, width), device)?,
+        })
+    }
+
+    /// The stored scale, when the weights hold one (models trained before the head read
+    /// history features hold none).
+    pub fn stored(vb: &VarBuilder, width: usize) -> candle_core::Result<Option<Self>> {
+        if !vb.contains_tensor(FEATURE_MEAN) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            mean: vb.get((1, width), FEATURE_MEAN)?,
+            std: vb.get((1, width), FEATURE_STD)?,
+        }))
+    }
+
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)
     }
 }
 
 pub struct SequenceModel {
     embedding: Embedding,
     lstms: Vec<LSTM>,
+    /// The history features' scale and the hidden dense layer over `[state, features]`
+    /// (the head reads `[dense, features]`); `None` for a model whose head reads the LSTM
+    /// state only.
+    features: Option<(FeatureScale, Linear)>,
     head: Linear,
     task: Task,
 }
 
 impl SequenceModel {
+    /// The network over `vb`'s variables; with `features`, the head reads that many
+    /// history features through a hidden dense layer.
     pub fn new(
         vb: VarBuilder,
         vocab: usize,
         outputs: usize,
         hyper: &Hyper,
         task: Task,
+        features: Option<FeatureScale>,
     ) -> candle_core::Result<Self> {
         let embedding = candle_nn::embedding(vocab, hyper.embedding_dim, vb.pp("embedding"))?;
         let mut lstms = Vec::new();
@@ -169,19 +251,48 @@ impl SequenceModel {
                 vb.pp(format!("lstm{layer}")),
             )?);
         }
-        let head = candle_nn::linear(hyper.hidden_dim, outputs, vb.pp("head"))?;
+        let (features, head_inputs) = match features {
+            Some(scale) => {
+                let width = scale.mean.dim(1)?;
+                let dense =
+                    candle_nn::linear(hyper.hidden_dim + width, hyper.hidden_dim, vb.pp("dense"))?;
+                (Some((scale, dense)), hyper.hidden_dim + width)
+            }
+            None => (None, hyper.hidden_dim),
+        };
+        let head = candle_nn::linear(head_inputs, outputs, vb.pp("head"))?;
         Ok(Self {
             embedding,
             lstms,
+            features,
             head,
             task,
         })
     }
 
-    /// Logits for a batch of token sequences `(batch, seq_len)` (u32): `(batch,)` for the
-    /// purchase task, `(batch, classes)` for the next-event task.
-    pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+    /// Whether the head reads history features.
+    pub fn reads_features(&self) -> bool {
+        self.features.is_some()
+    }
+
+    /// Logits for a batch of token sequences `(batch, seq_len)` (u32) and their raw history
+    /// features `(batch, features)` (f32; ignored by a model that does not read them):
+    /// `(batch,)` for the purchase task, `(batch, classes)` for the next-event task.
+    pub fn forward(&self, tokens: &Tensor, features: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(tokens, features, None)
+    }
+
+    /// [`Self::forward`] with dropout while training.
+    pub fn forward_with(
+        &self,
+        tokens: &Tensor,
+        features: &Tensor,
+        mut dropout: Option<&mut Dropout>,
+    ) -> candle_core::Result<Tensor> {
         let mut x = self.embedding.forward(tokens)?;
+        if let Some(d) = dropout.as_deref_mut() {
+            x = d.apply(&x)?;
+        }
         let mut last = None;
         for (i, lstm) in self.lstms.iter().enumerate() {
             let states = lstm.seq(&x)?;
@@ -190,7 +301,17 @@ impl SequenceModel {
             }
             last = states.last().map(|s| s.h().clone());
         }
-        let h = last.ok_or_else(|| candle_core::Error::Msg("empty sequence".into()))?;
+        let mut h = last.ok_or_else(|| candle_core::Error::Msg("empty sequence".into()))?;
+        if let Some((scale, dense)) = &self.features {
+            let x = scale.apply(features)?;
+            let mut z = Tensor::cat(&[&h, &x], D::Minus1)?;
+            if let Some(d) = dropout {
+                z = d.apply(&z)?;
+            }
+            // The head also reads the features directly (a linear path beside the hidden
+            // layer), so the model starts from what a linear model of them can do.
+            h = Tensor::cat(&[&dense.forward(&z)?.relu()?, &x], D::Minus1)?;
+        }
         let logits = self.head.forward(&h)?;
         match self.task {
             Task::Purchase => logits.squeeze(1),
@@ -199,34 +320,46 @@ impl SequenceModel {
     }
 }
 
-/// A small deterministic generator for initial weights and shuffling (splitmix64), so the
-/// same seed and data give the same model.
-pub struct SeedRng(u64);
+/// Inverted dropout with masks from a seeded generator, so the same seed trains the same
+/// model (candle's own dropout draws from an unseeded source).
+pub struct Dropout {
+    rng: SplitMix64,
+    rate: f64,
+}
 
-impl SeedRng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
+impl Dropout {
+    pub fn new(rate: f64, seed: u64) -> Self {
+        Self {
+            rng: seed_rng(seed),
+            rate,
         }
     }
+
+    /// `x` with each entry zeroed with probability `rate` and the rest scaled by
+    /// `1 / (1 - rate)`.
+    pub fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.rate <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.rate;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.next_f64() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// The generator for initial weights, dropout and shuffling, so the same seed and data
+/// give the same model.
+pub fn seed_rng(seed: u64) -> SplitMix64 {
+    SplitMix64::new(seed ^ 0x2545_F491_4F6C_DD1D)
 }
 
 /// Replaces every variable's random initial value with one drawn from `seed`, visiting
@@ -239,7 +372,7 @@ pub fn seed_weights(varmap: &VarMap, seed: u64, device: &Device) -> candle_core:
         .map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let mut rng = SeedRng::new(seed);
+    let mut rng = seed_rng(seed);
     for name in names {
         let Some(var) = data.get(name) else { continue };
         let shape = var.shape().clone();

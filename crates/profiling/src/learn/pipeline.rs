@@ -10,7 +10,7 @@ use super::{
     train::{EpochReport, Examples, fit, predict},
 };
 use crate::domain::sequence::{
-    dataset::{self, Dataset, DatasetConfig, DatasetError, EventRecord},
+    dataset::{self, Dataset, DatasetConfig, DatasetError, EventRecord, Features, RFM_LEN},
     evaluation::{
         self, BinaryReport, MultiReport, binary_report, fit_logistic, majority_binary,
         majority_class, multi_report,
@@ -145,10 +145,12 @@ pub fn train(
     let trained = fit(
         &Examples {
             tokens: &d.train.tokens,
+            features: &d.train.features,
             labels: &train_labels,
         },
         &Examples {
             tokens: &d.valid.tokens,
+            features: &d.valid.features,
             labels: &valid_labels,
         },
         vocab,
@@ -162,6 +164,7 @@ pub fn train(
     let scores = predict(
         &trained.weights,
         &d.test.tokens,
+        &d.test.features,
         vocab,
         outputs,
         hyper,
@@ -170,8 +173,14 @@ pub fn train(
     .map_err(TrainError::Internal)?;
     let evaluation = match task {
         Task::Purchase => {
-            let logistic = fit_logistic(&d.train.rfm, &d.train.purchase, 1e-3, positive_weight)?;
-            let lr: Vec<f64> = d.test.rfm.iter().map(|x| logistic.predict(x)).collect();
+            let rfm = |s: &dataset::Split| -> Vec<[f64; RFM_LEN]> {
+                s.features
+                    .iter()
+                    .map(|f| std::array::from_fn(|j| f[j]))
+                    .collect()
+            };
+            let logistic = fit_logistic(&rfm(&d.train), &d.train.purchase, 1e-3, positive_weight)?;
+            let lr: Vec<f64> = rfm(&d.test).iter().map(|x| logistic.predict(x)).collect();
             let majority = majority_binary(&d.train.purchase, d.test.len());
             // Threshold at the training base rate: the weighted loss centres scores there.
             let rate = d.train.positives() as f64 / d.train.len().max(1) as f64;
@@ -230,16 +239,18 @@ pub fn records(rows: Vec<crate::db::models::HistoryRow>) -> (Vec<EventRecord>, V
     (events, customers)
 }
 
-/// Every customer's input at `at`: `customers x seq_len` tokens, row-major, from events
-/// ordered by customer index (as [`records`] returns them).
+/// Every customer's input at `at`: `customers x seq_len` tokens, row-major, and a row of
+/// history features each, from events ordered by customer index (as [`records`] returns
+/// them).
 pub fn encode_customers(
     events: &[EventRecord],
     customers: usize,
     vocab: &dataset::Vocabulary,
     seq_len: usize,
     at: DateTime<Utc>,
-) -> Vec<u32> {
+) -> (Vec<u32>, Vec<Features>) {
     let mut tokens = Vec::with_capacity(customers * seq_len);
+    let mut features = Vec::with_capacity(customers);
     let mut start = 0;
     for c in 0..customers {
         let end = start
@@ -247,8 +258,10 @@ pub fn encode_customers(
                 .iter()
                 .take_while(|e| e.customer == c as u64)
                 .count();
-        tokens.extend(dataset::encode(&events[start..end], vocab, seq_len, at));
+        let (window, history) = dataset::encode(&events[start..end], vocab, seq_len, at);
+        tokens.extend(window);
+        features.push(history);
         start = end;
     }
-    tokens
+    (tokens, features)
 }

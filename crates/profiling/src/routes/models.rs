@@ -326,7 +326,8 @@ pub struct Influence {
     pub at: DateTime<Utc>,
     pub category: Option<String>,
     pub channel: Option<String>,
-    /// How much the score drops (negative: rises) when this event is hidden from the model.
+    /// How much the score drops (negative: rises) when this event is removed from the
+    /// customer's history (from the window the LSTM reads and from the history features).
     pub effect: f64,
 }
 
@@ -423,17 +424,35 @@ fn explain(
     task: Task,
 ) -> Result<Explained, String> {
     let seq = m.hyper.seq_len;
-    let tokens = dataset::encode(events, &m.vocab, seq, now);
-    // Row 0: as is; row 1 + i: position i hidden.
-    let positions: Vec<usize> = (0..seq).filter(|&i| tokens[i] != dataset::PAD).collect();
-    let mut batch = tokens.clone();
-    for &i in &positions {
-        let mut row = tokens.clone();
-        row[i] = dataset::PAD;
-        batch.extend(row);
+    // The events the window shows: the last `seq` before now.
+    let mut before: Vec<usize> = (0..events.len()).filter(|&i| events[i].at < now).collect();
+    before.sort_by_key(|&i| events[i].at);
+    let window = &before[before.len().saturating_sub(seq)..];
+    // Row 0: the history as is; row 1 + j: without the window's event j (gone from the
+    // window and from the whole-history features alike).
+    let (mut batch, first) = dataset::encode(events, &m.vocab, seq, now);
+    let mut features = vec![first];
+    for &i in window {
+        let rest: Vec<EventRecord> = events
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| k != i)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let (tokens, f) = dataset::encode(&rest, &m.vocab, seq, now);
+        batch.extend(tokens);
+        features.push(f);
     }
     let outputs = m.outputs(task);
-    let scores = crate::learn::predict(weights, &batch, m.vocab.size(), outputs, &m.hyper, task)?;
+    let scores = crate::learn::predict(
+        weights,
+        &batch,
+        &features,
+        m.vocab.size(),
+        outputs,
+        &m.hyper,
+        task,
+    )?;
     let (class, base) = match task {
         Task::Purchase => (None, scores.first().copied().unwrap_or(0.0)),
         Task::NextEvent => {
@@ -442,25 +461,21 @@ fn explain(
             (Some(k), p)
         }
     };
-    // The encoded window holds the last `seq` events before now, oldest first, left-padded.
-    let before: Vec<&EventRecord> = events.iter().filter(|e| e.at < now).collect();
-    let shown = before.len().min(seq);
-    let window = &before[before.len() - shown..];
-    let mut influences: Vec<Influence> = positions
+    let mut influences: Vec<Influence> = window
         .iter()
         .enumerate()
         .filter_map(|(j, &i)| {
-            let hidden = match class {
+            let without = match class {
                 None => *scores.get(1 + j)?,
                 Some(k) => *scores.get((1 + j) * outputs + k)?,
             };
-            let e = window.get(i.checked_sub(seq - shown)?)?;
+            let e = &events[i];
             Some(Influence {
                 kind: e.kind.clone(),
                 at: e.at,
                 category: e.category.clone(),
                 channel: e.channel.clone(),
-                effect: base - hidden,
+                effect: base - without,
             })
         })
         .collect();

@@ -64,14 +64,27 @@ pub const OTHER_CLASS_NAME: &str = "other";
 /// At most this many next-event classes, `"none"` and `"other"` included.
 pub const MAX_EVENT_CLASSES: usize = 32;
 
-/// Names of the four baseline features in [`Split::rfm`], in order. All are `ln(1 + v)`.
-pub const RFM_FEATURES: [&str; 4] = [
+/// Names of the whole-history features in [`Split::features`], in order. All are
+/// `ln(1 + v)`. The first [`RFM_LEN`] are the RFM features of the logistic baseline; the
+/// sequence model's dense head sees them all beside the LSTM state, since a window of the
+/// last events cannot show a long-run rate.
+pub const FEATURES: [&str; 7] = [
     "log1p_days_since_last_purchase",
     "log1p_purchases",
     "log1p_purchase_value",
     "log1p_events",
+    "log1p_days_since_first_event",
+    "log1p_days_since_last_event",
+    "log1p_active_days",
 ];
-/// Days since the last purchase are capped here; a customer who never purchased gets it.
+/// The RFM features (the baseline's) lead [`FEATURES`].
+pub const RFM_LEN: usize = 4;
+/// Number of [`FEATURES`].
+pub const FEATURE_COUNT: usize = FEATURES.len();
+/// One example's [`FEATURES`].
+pub type Features = [f64; FEATURE_COUNT];
+/// Days since the last purchase (or event) are capped here; a customer who never
+/// purchased gets it.
 pub const RECENCY_CAP_DAYS: f64 = 365.0;
 
 /// A dataset may hold at most this many token positions (examples × `seq_len`, 256 MiB
@@ -399,9 +412,9 @@ pub struct Split {
     pub next_event: Vec<u32>,
     pub customers: Vec<u64>,
     pub cutoffs: Vec<DateTime<Utc>>,
-    /// Baseline features from the customer's whole history before the cut-off, as
-    /// named in [`RFM_FEATURES`].
-    pub rfm: Vec<[f64; 4]>,
+    /// Features of the customer's whole history before the cut-off, as named in
+    /// [`FEATURES`].
+    pub features: Vec<Features>,
 }
 
 impl Split {
@@ -607,7 +620,7 @@ pub fn build(events: &[EventRecord], config: &DatasetConfig) -> Result<Dataset, 
             next_event: Vec::with_capacity(n),
             customers: Vec::with_capacity(n),
             cutoffs: Vec::with_capacity(n),
-            rfm: Vec::with_capacity(n),
+            features: Vec::with_capacity(n),
         };
         for (customer, history) in &histories {
             for &t in period.iter() {
@@ -627,7 +640,7 @@ pub fn build(events: &[EventRecord], config: &DatasetConfig) -> Result<Dataset, 
                 });
                 split.customers.push(*customer);
                 split.cutoffs.push(t);
-                split.rfm.push(history.rfm(p, t));
+                split.features.push(history.features(p, t));
             }
         }
         splits.push(split);
@@ -646,25 +659,20 @@ pub fn build(events: &[EventRecord], config: &DatasetConfig) -> Result<Dataset, 
 }
 
 /// The model input for one customer at `cutoff`, exactly as [`build`] makes it: the
-/// token ids of their last `seq_len` events before `cutoff`, left-padded with 0.
-/// `events` are that customer's events in any order (the `customer` field is ignored).
+/// token ids of their last `seq_len` events before `cutoff`, left-padded with 0, and the
+/// [`FEATURES`] of their history. `events` are that customer's events in any order (the
+/// `customer` field is ignored).
 pub fn encode(
     events: &[EventRecord],
     vocab: &Vocabulary,
     seq_len: usize,
     cutoff: DateTime<Utc>,
-) -> Vec<u32> {
+) -> (Vec<u32>, Features) {
     let history = History::of_customer(events, vocab);
+    let p = history.before(cutoff);
     let mut out = Vec::with_capacity(seq_len);
-    history.window(history.before(cutoff), seq_len, &mut out);
-    out
-}
-
-/// The baseline features ([`RFM_FEATURES`]) of one customer at `cutoff`, exactly as
-/// [`build`] computes them. `events` are that customer's events in any order.
-pub fn rfm_features(events: &[EventRecord], cutoff: DateTime<Utc>) -> [f64; 4] {
-    let history = History::of_customer(events, &Vocabulary::fit([], 0));
-    history.rfm(history.before(cutoff), cutoff)
+    history.window(p, seq_len, &mut out);
+    (out, history.features(p, cutoff))
 }
 
 /// Refuses training when the training split has too few examples of either label.
@@ -745,6 +753,8 @@ struct History {
     spend: Vec<f64>,
     /// `last_purchase[i]`: time of the last purchase among the first `i` events.
     last_purchase: Vec<Option<DateTime<Utc>>>,
+    /// `active_days[i]`: distinct UTC dates among the first `i` events.
+    active_days: Vec<usize>,
 }
 
 impl History {
@@ -763,7 +773,9 @@ impl History {
             purchases: Vec::with_capacity(n + 1),
             spend: Vec::with_capacity(n + 1),
             last_purchase: Vec::with_capacity(n + 1),
+            active_days: Vec::with_capacity(n + 1),
         };
+        history.active_days.push(0);
         history.purchases.push(0);
         history.spend.push(0.0);
         history.last_purchase.push(None);
@@ -788,6 +800,10 @@ impl History {
             history
                 .last_purchase
                 .push(if purchase { Some(event.at) } else { last });
+            let new_day =
+                previous.is_none_or(|p: DateTime<Utc>| p.date_naive() != event.at.date_naive());
+            let days = history.active_days.last().copied().unwrap_or(0);
+            history.active_days.push(days + usize::from(new_day));
             previous = Some(event.at);
         }
         history
@@ -805,16 +821,26 @@ impl History {
         out.extend_from_slice(&self.tokens[start..p]);
     }
 
-    /// Baseline features from the first `p` events, seen at `t`.
-    fn rfm(&self, p: usize, t: DateTime<Utc>) -> [f64; 4] {
-        let recency = self.last_purchase[p].map_or(RECENCY_CAP_DAYS, |last| {
-            ((t - last).num_seconds() as f64 / 86_400.0).clamp(0.0, RECENCY_CAP_DAYS)
-        });
+    /// [`FEATURES`] of the first `p` events, seen at `t`.
+    fn features(&self, p: usize, t: DateTime<Utc>) -> Features {
+        let days = |since: DateTime<Utc>| ((t - since).num_seconds() as f64 / 86_400.0).max(0.0);
+        let capped = |at: Option<DateTime<Utc>>| {
+            at.map_or(RECENCY_CAP_DAYS, |at| days(at).min(RECENCY_CAP_DAYS))
+        };
+        let first = if p > 0 {
+            self.times.first().copied()
+        } else {
+            None
+        };
+        let last = p.checked_sub(1).and_then(|i| self.times.get(i)).copied();
         [
-            recency.ln_1p(),
+            capped(self.last_purchase[p]).ln_1p(),
             (self.purchases[p] as f64).ln_1p(),
             self.spend[p].max(0.0).ln_1p(),
             (p as f64).ln_1p(),
+            first.map_or(0.0, days).ln_1p(),
+            capped(last).ln_1p(),
+            (self.active_days[p] as f64).ln_1p(),
         ]
     }
 }
@@ -971,21 +997,36 @@ mod tests {
         assert_eq!(row(&d.train, 3, 7), [view, buy, click]);
         assert_eq!(d.train.next_event[7], NONE_CLASS);
 
-        // RFM at day 4: 2 days since the purchase, 1 purchase of 50, 2 events.
-        let rfm = d.train.rfm[1];
-        let expected = [
-            2.0f64.ln_1p(),
-            1.0f64.ln_1p(),
-            50.0f64.ln_1p(),
-            2.0f64.ln_1p(),
-        ];
-        for (got, want) in rfm.iter().zip(expected) {
-            assert!((got - want).abs() < 1e-12, "rfm {rfm:?}");
+        // Features at day 4: 2 days since the purchase, 1 purchase of 50, 2 events, 4 days
+        // since the first event, 2 since the last, 2 active days.
+        let features = d.train.features[1];
+        let expected = [2.0, 1.0, 50.0, 2.0, 4.0, 2.0, 2.0].map(f64::ln_1p);
+        for (got, want) in features.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "features {features:?}");
         }
-        // RFM at day 1: no purchase yet, recency capped.
-        assert_eq!(d.train.rfm[0][0], RECENCY_CAP_DAYS.ln_1p());
-        assert_eq!(d.train.rfm[0][1], 0.0);
-        assert_eq!(rfm_features(&events, day(4)), rfm);
+        // Day 1: no purchase yet, recency capped; one event a day ago.
+        assert_eq!(d.train.features[0][0], RECENCY_CAP_DAYS.ln_1p());
+        assert_eq!(d.train.features[0][1], 0.0);
+        assert_eq!(d.train.features[0][5], 1.0f64.ln_1p());
+        let (tokens, at_day_4) = encode(&events, &d.vocab, 3, day(4));
+        assert_eq!(
+            (tokens.as_slice(), at_day_4),
+            (row(&d.train, 3, 1), features)
+        );
+        // No history at all: nothing counted, both recencies capped.
+        let (_, none) = encode(&events, &d.vocab, 3, day(0));
+        assert_eq!(
+            none,
+            [
+                RECENCY_CAP_DAYS.ln_1p(),
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                RECENCY_CAP_DAYS.ln_1p(),
+                0.0
+            ]
+        );
 
         // Validation and test examples exist (history before them) but have no labels.
         assert!(d.valid.purchase.iter().all(|&y| y == 0));
@@ -1028,7 +1069,7 @@ mod tests {
         assert_eq!(d.train.cutoffs, [day(2), day(2)]);
         assert_eq!(d.train.tokens.len(), 2 * 5);
 
-        let c1 = encode(&events[..2], &d.vocab, 5, day(2));
+        let (c1, _) = encode(&events[..2], &d.vocab, 5, day(2));
         assert_eq!(c1[..3], [PAD; 3]);
         assert!(c1[3..].iter().all(|&t| t >= FIRST_TOKEN));
         assert_eq!(row(&d.train, 5, 0), c1);
@@ -1045,9 +1086,9 @@ mod tests {
             })
             .collect();
         assert_eq!(row(&d.train, 5, 1), &all[2..]);
-        assert_eq!(encode(c2, &d.vocab, 5, day(2)), &all[2..]);
+        assert_eq!(encode(c2, &d.vocab, 5, day(2)).0, &all[2..]);
         // A cut-off before any event encodes as all padding.
-        assert_eq!(encode(c2, &d.vocab, 5, day(-1)), [PAD; 5]);
+        assert_eq!(encode(c2, &d.vocab, 5, day(-1)).0, [PAD; 5]);
         Ok(())
     }
 
@@ -1155,7 +1196,7 @@ mod tests {
                 .collect();
             assert!(keys.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(split.tokens.len(), split.len() * cfg.seq_len);
-            assert_eq!(split.rfm.len(), split.len());
+            assert_eq!(split.features.len(), split.len());
         }
         Ok(())
     }
@@ -1206,7 +1247,7 @@ mod tests {
             ..event(0, "view", day(75))
         });
         let d = build(&events, &cfg)?;
-        let tokens = encode(
+        let (tokens, _) = encode(
             &events
                 .iter()
                 .filter(|e| e.customer == 0)
