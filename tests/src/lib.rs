@@ -203,7 +203,8 @@ pub fn run_once(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::
 
 /// The walkthrough a new user follows, through whatever `base` URL fronts the API:
 /// operator creates a tenant and keys, the tenant loads customers, pages through them and
-/// reads one; roles, tenants and revocation are enforced.
+/// reads one, runs a campaign, writes copy with the model, trains, activates and scores a
+/// sequence model and explains a prediction; roles, tenants and revocation are enforced.
 pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
     use reqwest::StatusCode;
     use serde_json::{Value, json};
@@ -412,6 +413,30 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
     .await?;
     anyhow::ensure!(chat["object"] == "chat.completion", "{chat}");
 
+    // A job's final state, polled through the gateway (at most a minute).
+    let wait_job = |job: Value| {
+        let send = &send;
+        async move {
+            let job_id = job["id"].as_str().context("job id")?.to_owned();
+            for _ in 0..600 {
+                let j = send(
+                    reqwest::Method::GET,
+                    format!("/v1/jobs/{job_id}"),
+                    Value::Null,
+                )
+                .await?;
+                if matches!(
+                    j["status"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                ) {
+                    return anyhow::Ok(j);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            bail!("job {job_id} did not finish")
+        }
+    };
+
     // Campaign variants written from a brief, as a job of the content service; those that
     // pass the guardrails join the running campaign.
     let job = send(
@@ -421,24 +446,7 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
                "max_attempts": 1, "sampling": {"max_tokens": 48, "seed": 2}}),
     )
     .await?;
-    let job_id = job["id"].as_str().context("job id")?;
-    let mut finished = Value::Null;
-    for _ in 0..600 {
-        let j = send(
-            reqwest::Method::GET,
-            format!("/v1/jobs/{job_id}"),
-            Value::Null,
-        )
-        .await?;
-        if matches!(
-            j["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            finished = j;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let finished = wait_job(job).await?;
     let result = &finished["result"];
     anyhow::ensure!(
         finished["status"] == "succeeded"
@@ -446,6 +454,98 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
                 + result["rejected"].as_array().map(Vec::len).unwrap_or(0)
                 == 1,
         "{finished}"
+    );
+
+    // A sequence model of the tenant's own events through the gateway: training as a job
+    // of the profiling service, activation, scoring into traits, an explained prediction.
+    // Even customers buy about weekly, odd ones browse and buy about every other month.
+    let days_ago = |d: i64| (chrono::Utc::now() - chrono::Duration::days(d)).to_rfc3339();
+    let mut events = Vec::new();
+    for n in 0..80i64 {
+        let customer = format!("s{n}");
+        let (gap, every) = if n % 2 == 0 { (7, 1) } else { (5, 12) };
+        let mut day = 150 - n % 6;
+        let mut k = 0;
+        while day > 1 {
+            events.push(
+                json!({"event_id": format!("{customer}-{k}v"), "customer_id": customer,
+                               "type": "view", "timestamp": days_ago(day)}),
+            );
+            if k % every == 0 {
+                events.push(
+                    json!({"event_id": format!("{customer}-{k}p"), "customer_id": customer,
+                                   "type": "purchase", "timestamp": days_ago(day),
+                                   "revenue": 20, "currency": "EUR"}),
+                );
+            }
+            k += 1;
+            day -= gap;
+        }
+    }
+    for chunk in events.chunks(1000) {
+        let r = send(
+            post.clone(),
+            "/v1/profiling/events/batch".into(),
+            json!({"items": chunk}),
+        )
+        .await?;
+        anyhow::ensure!(r["rejected"] == 0, "{r}");
+    }
+    let job = send(
+        post.clone(),
+        "/v1/profiling/models".into(),
+        json!({"task": "purchase", "horizon_days": 14, "min_positive": 20,
+               "hyper": {"seq_len": 8, "embedding_dim": 8, "hidden_dim": 8, "epochs": 3,
+                         "batch_size": 64, "learning_rate": 0.01, "seed": 1}}),
+    )
+    .await?;
+    let trained = wait_job(job).await?;
+    let model_id = trained["result"]["model_id"]
+        .as_str()
+        .with_context(|| format!("{trained}"))?
+        .to_owned();
+    let model = send(
+        post.clone(),
+        format!("/v1/profiling/models/{model_id}/activate"),
+        json!({}),
+    )
+    .await?;
+    anyhow::ensure!(
+        model["active"] == true && model["evaluation"]["model"]["roc_auc"].is_number(),
+        "{model}"
+    );
+    let scored = wait_job(
+        send(
+            post.clone(),
+            "/v1/profiling/models/score".into(),
+            json!({"task": "purchase"}),
+        )
+        .await?,
+    )
+    .await?;
+    anyhow::ensure!(scored["status"] == "succeeded", "{scored}");
+    let buyer = send(
+        reqwest::Method::GET,
+        "/v1/profiling/customers?external_id=s0".into(),
+        Value::Null,
+    )
+    .await?;
+    let buyer = buyer["items"][0]["id"].as_str().context("customer s0")?;
+    let prediction = send(
+        reqwest::Method::GET,
+        format!("/v1/profiling/customers/{buyer}/prediction"),
+        Value::Null,
+    )
+    .await?;
+    anyhow::ensure!(
+        prediction["model_id"] == model_id.as_str()
+            && prediction["score"]
+                .as_f64()
+                .is_some_and(|p| (0.0..=1.0).contains(&p))
+            && prediction["influences"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty()),
+        "{prediction}"
     );
 
     c.delete(url(&format!(
