@@ -208,3 +208,36 @@ async fn dropping_the_receiver_cancels_and_a_full_queue_refuses() {
     assert!(out.completion_tokens > 0);
     assert!(e.stats.snapshot().cancelled >= 1);
 }
+
+/// Waiting requests are prefilled in arrival order, also after a sequence ahead of them
+/// leaves the batch (its slot is refilled without letting the newest jump the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_keep_their_order_when_a_sequence_leaves() {
+    // Small prefill steps, so the later prompts are still waiting when the first finishes.
+    let e = engine(8, 8);
+    let inputs = prompts(&e);
+    let first = e
+        .submit(inputs[1].clone(), Sampling::greedy(1))
+        .expect("first");
+    let waiting: Vec<_> = [0, 2, 3]
+        .iter()
+        .map(|&i| {
+            let e = e.clone();
+            let p = inputs[i].clone();
+            let rx = e.submit(p, Sampling::greedy(2)).expect("queued");
+            tokio::spawn(mercato_content::llm::engine::collect(rx))
+        })
+        .collect();
+    mercato_content::llm::engine::collect(first)
+        .await
+        .expect("first");
+    let mut ttft = Vec::new();
+    for h in waiting {
+        let done = h.await.expect("join").expect("generation");
+        ttft.push(done.time_to_first_token);
+    }
+    assert!(
+        ttft.windows(2).all(|w| w[0] < w[1]),
+        "first tokens out of arrival order: {ttft:?}"
+    );
+}

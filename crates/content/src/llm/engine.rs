@@ -331,18 +331,22 @@ impl Engine {
         prompt: Vec<u32>,
         sampling: Sampling,
     ) -> Result<Finished, GenerateError> {
-        let mut rx = self.submit(prompt, sampling)?;
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Text(_) => {}
-                Event::Done(f) => return Ok(f),
-                Event::Failed(e) => return Err(GenerateError::Failed(e)),
-            }
-        }
-        Err(GenerateError::Failed(
-            "the worker dropped the request".to_string(),
-        ))
+        collect(self.submit(prompt, sampling)?).await
     }
+}
+
+/// Reads a submitted request's events to the end and returns the result.
+pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Finished, GenerateError> {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Text(_) => {}
+            Event::Done(f) => return Ok(f),
+            Event::Failed(e) => return Err(GenerateError::Failed(e)),
+        }
+    }
+    Err(GenerateError::Failed(
+        "the worker dropped the request".to_string(),
+    ))
 }
 
 fn run(shared: &Shared, spec: EngineSpec, rx: Receiver<Job>) {
@@ -670,8 +674,16 @@ impl Worker {
     }
 
     /// Takes the sequence in `slot` out, keeping the slots compact, and reports its end.
+    /// Decoding sequences fill a hole among them from their end (their order does not
+    /// matter); waiting sequences each move up one slot, so they are still prefilled in
+    /// arrival order (a move copies a slot's cached rows: only the sequence being
+    /// prefilled has any).
     fn remove(&mut self, slot: usize, reason: FinishReason) {
+        if slot >= self.active.len() {
+            return;
+        }
         let mut moves = Vec::new();
+        let mut hole = slot;
         if slot < self.decoding {
             let last_decoding = self.decoding - 1;
             if slot != last_decoding {
@@ -679,20 +691,12 @@ impl Worker {
                 moves.push((last_decoding, slot, self.active[slot].cached));
             }
             self.decoding -= 1;
-            let hole = last_decoding;
-            let last = self.active.len() - 1;
-            if hole != last {
-                self.active.swap(hole, last);
-                moves.push((last, hole, self.active[hole].cached));
-            }
-        } else {
-            let last = self.active.len() - 1;
-            if slot != last {
-                self.active.swap(slot, last);
-                moves.push((last, slot, self.active[slot].cached));
-            }
+            hole = last_decoding;
         }
-        let Some(seq) = self.active.pop() else { return };
+        let seq = self.active.remove(hole);
+        for to in hole..self.active.len() {
+            moves.push((to + 1, to, self.active[to].cached));
+        }
         for (from, to, len) in moves {
             if let Err(e) = self.cache.move_slot(from, to, len) {
                 tracing::error!(error = %e, "moving a KV-cache slot failed");
