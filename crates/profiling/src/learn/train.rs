@@ -383,6 +383,30 @@ mod tests {
         }
     }
 
+    /// Trains the purchase head on `train`, stopping on `valid`.
+    fn fit_purchase(train: &Toy, valid: &Toy, h: &Hyper) -> Result<Trained, String> {
+        fit(
+            &train.examples(),
+            &valid.examples(),
+            10,
+            1,
+            &[1.0, 1.0],
+            h,
+            Task::Purchase,
+            |_| true,
+        )
+    }
+
+    /// Purchase probabilities of `data`'s rows, with `features` in place of its own.
+    fn score(
+        t: &Trained,
+        data: &Toy,
+        features: &[Features],
+        h: &Hyper,
+    ) -> Result<Vec<f64>, String> {
+        predict(&t.weights, &data.tokens, features, 10, 1, h, Task::Purchase)
+    }
+
     fn accuracy(p: &[f64], labels: &[u32]) -> usize {
         p.iter()
             .zip(labels)
@@ -395,20 +419,8 @@ mod tests {
         let h = hyper();
         let train = toy(256, h.seq_len, 3, false);
         let valid = toy(64, h.seq_len, 4, false);
-        let run = || {
-            fit(
-                &train.examples(),
-                &valid.examples(),
-                10,
-                1,
-                &[1.0, 1.0],
-                &h,
-                Task::Purchase,
-                |_| true,
-            )
-        };
-        let a = run()?;
-        let b = run()?;
+        let a = fit_purchase(&train, &valid, &h)?;
+        let b = fit_purchase(&train, &valid, &h)?;
         assert_eq!(a.weights, b.weights, "same seed, same weights");
         let first = a.epochs.first().map(|e| e.valid_loss).unwrap_or_default();
         let best = a
@@ -418,15 +430,7 @@ mod tests {
             .fold(f64::INFINITY, f64::min);
         assert!(best < 0.2 && best < first, "{:?}", a.epochs);
         assert!(a.epochs.iter().all(|e| e.valid_roc_auc.is_some()));
-        let p = predict(
-            &a.weights,
-            &valid.tokens,
-            &valid.features,
-            10,
-            1,
-            &h,
-            Task::Purchase,
-        )?;
+        let p = score(&a, &valid, &valid.features, &h)?;
         assert!(accuracy(&p, &valid.labels) >= 60, "{p:?}");
         Ok(())
     }
@@ -438,25 +442,8 @@ mod tests {
         let h = hyper();
         let train = toy(256, h.seq_len, 7, true);
         let valid = toy(64, h.seq_len, 8, true);
-        let t = fit(
-            &train.examples(),
-            &valid.examples(),
-            10,
-            1,
-            &[1.0, 1.0],
-            &h,
-            Task::Purchase,
-            |_| true,
-        )?;
-        let p = predict(
-            &t.weights,
-            &valid.tokens,
-            &valid.features,
-            10,
-            1,
-            &h,
-            Task::Purchase,
-        )?;
+        let t = fit_purchase(&train, &valid, &h)?;
+        let p = score(&t, &valid, &valid.features, &h)?;
         assert!(accuracy(&p, &valid.labels) >= 60, "{:?}", t.epochs);
         let auc = t.epochs[t.best_epoch - 1].valid_roc_auc.unwrap_or_default();
         assert!(auc > 0.95, "{auc}");
@@ -466,12 +453,9 @@ mod tests {
             .iter()
             .map(|_| [5.5; FEATURE_COUNT])
             .collect();
-        let blind = predict(&t.weights, &valid.tokens, &flat, 10, 1, &h, Task::Purchase)?;
+        let blind = score(&t, &valid, &flat, &h)?;
         assert!(accuracy(&blind, &valid.labels) < 45, "{blind:?}");
-        assert!(
-            predict(&t.weights, &valid.tokens, &[], 10, 1, &h, Task::Purchase).is_err(),
-            "features are required"
-        );
+        assert!(score(&t, &valid, &[], &h).is_err(), "features are required");
         Ok(())
     }
 
