@@ -548,6 +548,91 @@ pub async fn walkthrough(base: &str) -> anyhow::Result<()> {
         "{prediction}"
     );
 
+    // The rest of the content service through the gateway: a catalog and recommendations
+    // from its embeddings, embeddings on demand, a tenant template, and bulk copy for a
+    // segment stored as messages.
+    send(
+        reqwest::Method::POST,
+        "/v1/profiling/products".into(),
+        json!({"items": [
+            {"product_id": "tent", "title": "Summit Tent", "description": "Two-person tent for camping", "category": "camping", "price": 199.0, "currency": "EUR"},
+            {"product_id": "stove", "title": "Camp Stove", "description": "Compact gas stove for camping", "category": "camping", "price": 59.0, "currency": "EUR"},
+            {"product_id": "lamp", "title": "Desk Lamp", "description": "LED lamp for the home office", "category": "home", "price": 39.0, "currency": "EUR"}
+        ]}),
+    )
+    .await?;
+    send(
+        post.clone(),
+        "/v1/profiling/events/batch".into(),
+        json!({"items": [
+            {"event_id": "s0-tent", "customer_id": "s0", "type": "view", "timestamp": days_ago(0), "product_ids": ["tent"]},
+            {"event_id": "s0-stove", "customer_id": "s0", "type": "purchase", "timestamp": days_ago(0),
+             "product_ids": ["stove"], "revenue": 59.0, "currency": "EUR"}
+        ]}),
+    )
+    .await?;
+    let recs = send(
+        reqwest::Method::GET,
+        format!("/v1/content/customers/{buyer}/recommendations?k=2"),
+        Value::Null,
+    )
+    .await?;
+    let recommended: Vec<&str> = recs["recommendations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["product_id"].as_str())
+        .collect();
+    anyhow::ensure!(
+        recommended.first() == Some(&"tent") && !recommended.contains(&"stove"),
+        "{recs}"
+    );
+    let vectors = send(
+        post.clone(),
+        "/v1/content/embeddings".into(),
+        json!({"input": ["Warm tents for winter", "A lamp for the desk"]}),
+    )
+    .await?;
+    anyhow::ensure!(
+        vectors["data"][1]["embedding"].as_array().map(Vec::len) == Some(384),
+        "{vectors}"
+    );
+    send(
+        reqwest::Method::PUT,
+        "/v1/content/templates/push".into(),
+        json!({"fields": {"title": "News for you", "body": "Hi {{ customer.first_name | default: 'there' }}, new gear is in."}}),
+    )
+    .await?;
+    let segment = send(
+        post.clone(),
+        "/v1/profiling/segments".into(),
+        json!({"name": "email ok", "rule": {"field": "consent.email", "op": "eq", "value": true}}),
+    )
+    .await?;
+    let bulk = wait_job(
+        send(
+            post.clone(),
+            "/v1/content/generate/bulk".into(),
+            json!({"segment_id": segment["id"], "channel": "push", "brief": "New camping gear is in",
+                   "max_attempts": 1, "sampling": {"max_tokens": 16, "seed": 1}}),
+        )
+        .await?,
+    )
+    .await?;
+    anyhow::ensure!(bulk["status"] == "succeeded", "{bulk}");
+    let bulk_id = bulk["id"].as_str().context("job id")?;
+    let messages = send(
+        reqwest::Method::GET,
+        format!("/v1/content/messages?job_id={bulk_id}"),
+        Value::Null,
+    )
+    .await?;
+    anyhow::ensure!(
+        messages["items"].as_array().map(Vec::len) == Some(1)
+            && messages["items"][0]["provenance"]["prompt_version"].is_string(),
+        "only c4 consented to email: {messages}"
+    );
+
     c.delete(url(&format!(
         "/v1/admin/tenants/{tenant_id}/keys/{writer_id}"
     )))

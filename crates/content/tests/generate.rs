@@ -522,20 +522,7 @@ async fn embeddings_recommendations_and_bulk_generation(pool: PgPool) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
     let job_id = job["id"].as_str().expect("job id").to_string();
-    let tenant = api.tenant_id;
-    let id: uuid::Uuid = job_id.parse().expect("uuid");
-    let mut finished = Value::Null;
-    for _ in 0..600 {
-        let j = mercato_platform::jobs::queue::get(&pool, tenant, id)
-            .await
-            .expect("read")
-            .expect("job");
-        if j.status.is_terminal() {
-            finished = serde_json::to_value(&j).expect("json");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let finished = wait_job(&pool, api.tenant_id, &job_id).await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let (s, page) = api
         .get(&format!("/v1/content/messages?job_id={job_id}"))
