@@ -100,8 +100,14 @@ impl Customer {
 
 /// Share of customers who join during the year (the rest are there from its start).
 pub const JOINING_SHARE: f64 = 0.3;
-/// Mean of the customers' lapse rates, per year (each customer's is Gamma with shape 2).
+/// Mean of the customers' lapse rates, per year (each customer's is Gamma with shape
+/// [`LAPSE_SHAPE`]).
 pub const MEAN_LAPSE_RATE: f64 = 0.8;
+pub const LAPSE_SHAPE: f64 = 2.0;
+/// Shape of the Gamma the activities are drawn from (before scaling to the event count).
+pub const ACTIVITY_SHAPE: f64 = 0.6;
+/// Beta(a, b) of the purchase propensities.
+pub const PROPENSITY_BETA: (f64, f64) = (1.2, 12.0);
 
 pub struct Event {
     pub event_id: String,
@@ -117,6 +123,10 @@ pub struct Shop {
     pub products: Vec<Product>,
     pub customers: Vec<Customer>,
     pub events: Vec<Event>,
+    /// The start of the year the events cover.
+    pub start: DateTime<Utc>,
+    /// Sessions a year per unit of the activity Gamma: activity = scale x Gamma(shape).
+    pub activity_scale: f64,
 }
 
 /// Generates about `events` events for `customers` customers over the last year.
@@ -139,12 +149,12 @@ pub fn generate(customers: usize, events: usize, seed: u64) -> Shop {
             } else {
                 0.0
             };
-            let lapse_rate = rng.gamma(2.0) * MEAN_LAPSE_RATE / 2.0;
+            let lapse_rate = rng.gamma(LAPSE_SHAPE) * MEAN_LAPSE_RATE / LAPSE_SHAPE;
             let lifetime = -rng.unit().ln() / lapse_rate.max(1e-9) * 365.0;
             Customer {
                 external_id: format!("cus-{i:07}"),
-                activity: rng.gamma(0.6),
-                propensity: rng.beta(1.2, 12.0),
+                activity: rng.gamma(ACTIVITY_SHAPE),
+                propensity: rng.beta(PROPENSITY_BETA.0, PROPENSITY_BETA.1),
                 joined: at_day(joined),
                 lapses: at_day((joined + lifetime).min(365.0 * 100.0)),
                 category: rng.below(CATEGORIES.len()),
@@ -165,8 +175,9 @@ pub fn generate(customers: usize, events: usize, seed: u64) -> Shop {
         .map(|c| c.activity * active_days(c).1 / 365.0)
         .sum();
     let sessions_wanted = events as f64 / 4.0;
+    let activity_scale = sessions_wanted / total.max(1e-9);
     for c in &mut people {
-        c.activity *= sessions_wanted / total.max(1e-9);
+        c.activity *= activity_scale;
     }
     let mut out = Vec::with_capacity(events + events / 10);
     for (ci, c) in people.iter().enumerate() {
@@ -250,6 +261,8 @@ pub fn generate(customers: usize, events: usize, seed: u64) -> Shop {
         products,
         customers: people,
         events: out,
+        start,
+        activity_scale,
     }
 }
 
