@@ -28,28 +28,12 @@ fn distance2(a: &[f64], b: &[f64]) -> f64 {
 /// Column means and standard deviations, and the z-scored data. Skewed money and count
 /// features are log-transformed first so a few big spenders do not make all the clusters.
 pub fn standardise(raw: &[Vec<f64>]) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
-    let dims = raw.first().map_or(0, Vec::len);
     let logged: Vec<Vec<f64>> = raw
         .iter()
         .map(|row| row.iter().map(|v| v.max(0.0).ln_1p()).collect())
         .collect();
-    let n = logged.len().max(1) as f64;
-    let mut mean = vec![0.0; dims];
-    for row in &logged {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v / n;
-        }
-    }
-    let mut sd = vec![0.0; dims];
-    for row in &logged {
-        for ((s, v), m) in sd.iter_mut().zip(row).zip(&mean) {
-            *s += (v - m) * (v - m) / n;
-        }
-    }
-    let sd: Vec<f64> = sd
-        .into_iter()
-        .map(|v| if v > 1e-12 { v.sqrt() } else { 1.0 })
-        .collect();
+    // A variance of at most 1e-12 counts as constant.
+    let (mean, sd) = super::columns::mean_and_sd(&logged, 1e-6);
     let z = logged
         .iter()
         .map(|row| {

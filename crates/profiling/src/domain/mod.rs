@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod clv;
+pub mod columns;
 pub mod contact;
 pub mod customer;
 pub mod event;

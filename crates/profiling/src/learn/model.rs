@@ -166,30 +166,9 @@ pub struct FeatureScale {
 impl FeatureScale {
     /// Mean and standard deviation of each column of `rows` (a constant column gets 1).
     pub fn fit(rows: &[impl AsRef<[f64]>], device: &Device) -> candle_core::Result<Self> {
-        let width = rows.first().map_or(0, |r| r.as_ref().len());
-        let n = rows.len().max(1) as f64;
-        let mut mean = vec![0.0f64; width];
-        for r in rows {
-            for (m, v) in mean.iter_mut().zip(r.as_ref()) {
-                *m += v / n;
-            }
-        }
-        let mut var = vec![0.0f64; width];
-        for r in rows {
-            for ((s, v), m) in var.iter_mut().zip(r.as_ref()).zip(&mean) {
-                *s += (v - m) * (v - m) / n;
-            }
-        }
-        let std: Vec<f32> = var
-            .iter()
-            .map(|v| {
-                if v.sqrt() > 1e-9 {
-                    v.sqrt() as f32
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let (mean, std) = crate::domain::columns::mean_and_sd(rows, 1e-9);
+        let width = mean.len();
+        let std: Vec<f32> = std.iter().map(|&s| s as f32).collect();
         let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         Ok(Self {
             mean: Tensor::from_vec(mean, (1, width), device)?,

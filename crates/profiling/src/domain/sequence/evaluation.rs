@@ -484,7 +484,7 @@ pub fn fit_logistic<R: AsRef<[f64]>>(
     l2: f64,
     class_weight_pos: f64,
 ) -> Result<Logistic, EvalError> {
-    let (n, d) = check_design(x, y)?;
+    let (_, d) = check_design(x, y)?;
     if !l2.is_finite() || l2 < 0.0 {
         return Err(EvalError::new(
             "l2",
@@ -499,25 +499,7 @@ pub fn fit_logistic<R: AsRef<[f64]>>(
     }
 
     // Standardise.
-    let mut mean = vec![0.0; d];
-    for row in x {
-        for (m, v) in mean.iter_mut().zip(row.as_ref()) {
-            *m += v;
-        }
-    }
-    for m in &mut mean {
-        *m /= n as f64;
-    }
-    let mut std = vec![0.0; d];
-    for row in x {
-        for ((s, v), m) in std.iter_mut().zip(row.as_ref()).zip(&mean) {
-            *s += (v - m) * (v - m);
-        }
-    }
-    for s in &mut std {
-        let sd = (*s / n as f64).sqrt();
-        *s = if sd > 1e-12 { sd } else { 1.0 };
-    }
+    let (mean, std) = crate::domain::columns::mean_and_sd(x, 1e-12);
     // Design rows with a leading 1 for the bias.
     let rows: Vec<Vec<f64>> = x
         .iter()
