@@ -13,7 +13,7 @@ use crate::{
     routes::{
         bulk::{BulkRequest, GENERATE_SEGMENT},
         embeddings::{EMBED_PRODUCTS, refresh_embeddings},
-        generate::{GenerateFailure, plan, recipient, recommended_products, write_variant},
+        generate::{GenerateFailure, plan, recipient, write_variant},
     },
     state::AppState,
 };
@@ -122,10 +122,8 @@ impl JobHandler for GenerateSegment {
                     else {
                         continue; // erased since the segment was read
                     };
-                    if base.uses_recommendations() {
-                        who.recommendations =
-                            recommended_products(state, tenant_id, customer).await;
-                    }
+                    base.recommend_to(state, tenant_id, customer, &mut who)
+                        .await;
                     let p = Arc::new(base.for_recipient(who));
                     let engine = state.engine.clone();
                     set.spawn(async move { (customer, write_variant(engine, p, 0, None).await) });

@@ -378,10 +378,8 @@ pub async fn plan(state: &AppState, tenant_id: Uuid, req: GenerateRequest) -> Ap
         template,
         vars,
     };
-    if let Some(id) = req.customer_id
-        && plan.uses_recommendations()
-    {
-        who.recommendations = recommended_products(state, tenant_id, id).await;
+    if let Some(id) = req.customer_id {
+        plan.recommend_to(state, tenant_id, id, &mut who).await;
     }
     Ok(plan.for_recipient(who))
 }
@@ -427,18 +425,29 @@ impl Plan {
         plan
     }
 
-    /// Whether the fallback template refers to `recommendations` (only then are they computed).
-    pub fn uses_recommendations(&self) -> bool {
-        self.template
+    /// Gives `who` (stored customer `customer_id`) their recommended products, when the
+    /// fallback template refers to `recommendations` (only then are they computed).
+    pub async fn recommend_to(
+        &self,
+        state: &AppState,
+        tenant_id: Uuid,
+        customer_id: Uuid,
+        who: &mut Recipient,
+    ) {
+        let used = self
+            .template
             .0
             .values()
-            .any(|s| s.contains("recommendations"))
+            .any(|s| s.contains("recommendations"));
+        if used {
+            who.recommendations = recommended_products(state, tenant_id, customer_id).await;
+        }
     }
 }
 
 /// Up to three products recommended to a customer, as template variables; empty when none can
 /// be computed (no embedded catalog, the embedding model not loaded).
-pub async fn recommended_products(
+async fn recommended_products(
     state: &AppState,
     tenant_id: Uuid,
     customer_id: Uuid,
