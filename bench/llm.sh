@@ -2,7 +2,7 @@
 # Language-model benchmark on the default model, in one run: our forward pass (every weight
 # format) against candle's stock quantized_llama, the bare batched decode loop at 1-32
 # sequences, the same concurrency through the HTTP API (aggregate tokens/s, time to first
-# token), and llama.cpp single-stream on the same GGUF (llama-cpp-python 0.3.36 built from
+# token), and llama.cpp single-stream and batched on the same GGUF (llama-cpp-python 0.3.36 built from
 # source into a throwaway venv under bench/out, about 8 minutes the first time; LLAMA_CPP=0
 # skips it).
 #
@@ -61,5 +61,9 @@ if [[ "${LLAMA_CPP:-1}" == 1 ]]; then
   { echo; echo "## llama.cpp, single stream, same GGUF and prompt"; echo
     echo "| path | prefill tok/s | decode tok/s | generated |"; echo "|---|---:|---:|---:|"
     "$venv/bin/python" bench/llamacpp_bench.py models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf "${TOKENS:-64}" 2
+  } | tee -a "$out/llm.md"
+  { echo; echo "## llama.cpp, sequences decoded together (same GGUF, prompt, tokens), beside ours"; echo
+    "$venv/bin/python" bench/llamacpp_batched.py models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
+      "${TOKENS:-64}" 2 "${BATCHES:-1,4,8,16,32}" "$out/llm.md" 2>/dev/null
   } | tee -a "$out/llm.md"
 fi

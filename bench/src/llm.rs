@@ -30,6 +30,10 @@ struct Args {
     url: Option<String>,
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
+    /// One part alone, for profiling: `embeddings`, or `decode` (the default weights' bare
+    /// loop at --batches).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const PROMPT: &str = "Write a two-sentence email inviting a customer who bought running shoes to try our new trail collection.";
@@ -41,9 +45,18 @@ fn prompt_ids(codec: &TextCodec) -> anyhow::Result<Vec<u32>> {
     }]))
 }
 
+/// Rates of one bare-loop run.
+struct Rates {
+    prefill: f64,
+    /// Aggregate decode tokens/s (decode steps only).
+    decode: f64,
+    /// Generated tokens over prefill plus decode time: the same work a request does through
+    /// the API (its first token comes from the prefill).
+    end_to_end: f64,
+}
+
 /// Our forward pass: prefill then `n` greedy decode steps of `batch` copies of the prompt.
-/// Returns (prefill tokens/s, aggregate decode tokens/s).
-fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result<(f64, f64)> {
+fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result<Rates> {
     let mut cache = model.new_cache(batch)?;
     let start = Instant::now();
     let mut next = Vec::with_capacity(batch);
@@ -58,7 +71,7 @@ fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result
         )?;
         next.push([argmax(&logits.squeeze(0)?.to_vec1::<f32>()?)]);
     }
-    let prefill = (prompt.len() * batch) as f64 / start.elapsed().as_secs_f64();
+    let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     for step in 0..n {
         let rows: Vec<Row<'_>> = next
@@ -73,7 +86,12 @@ fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result
         let logits = model.forward(&mut cache, &rows)?.to_vec2::<f32>()?;
         next = logits.iter().map(|l| [argmax(l)]).collect();
     }
-    Ok((prefill, (n * batch) as f64 / start.elapsed().as_secs_f64()))
+    let decode_secs = start.elapsed().as_secs_f64();
+    Ok(Rates {
+        prefill: (prompt.len() * batch) as f64 / prefill_secs,
+        decode: (n * batch) as f64 / decode_secs,
+        end_to_end: ((n + 1) * batch) as f64 / (prefill_secs + decode_secs),
+    })
 }
 
 /// candle's stock quantised llama, single stream.
@@ -248,11 +266,37 @@ fn embeddings(dir: &std::path::Path) -> anyhow::Result<Vec<(usize, f64)>> {
     Ok(out)
 }
 
+fn print_embeddings() -> anyhow::Result<()> {
+    println!("\n## Embeddings (all-MiniLM-L6-v2), sentences/s\n");
+    println!("| path | batch | sentences/s |");
+    println!("|---|---:|---:|");
+    let dir = mercato_platform::settings::resolve_path("models/all-minilm-l6-v2");
+    for (batch, rate) in embeddings(&dir)? {
+        println!("| ours (MiniLM, mean pooled) | {batch} | {rate:.1} |");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    // As the service does (see `settle_thread_count`), so the figures are the service's.
+    mercato_content::llm::settle_thread_count();
     let args = Args::parse();
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
     let codec = TextCodec::from_gguf_path(&path).context("reading the tokenizer")?;
     let prompt = prompt_ids(&codec)?;
+    match args.only.as_deref() {
+        None => {}
+        Some("embeddings") => return print_embeddings(),
+        Some("decode") => {
+            let model = Model::load(&path, "auto", usize::MAX, 2048, &Device::Cpu)?;
+            for b in args.batches.split(',') {
+                let r = ours(&model, &prompt, b.trim().parse()?, args.tokens)?;
+                println!("| {b} | {:.1} | {:.1} |", r.decode, r.end_to_end);
+            }
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("--only takes embeddings or decode, not {other:?}"),
+    }
     println!("# Language model benchmark\n");
     println!(
         "model {}, prompt {} tokens, {} decode tokens per measurement, {} threads\n",
@@ -273,15 +317,23 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| candle stock quantized_llama (Q4_1) | {stock_prefill:.0} | {stock_decode:.1} | 1.00x |"
     );
-    for (format, (prefill, decode)) in &single {
+    for (format, r) in &single {
         println!(
-            "| ours, weights {format} | {prefill:.0} | {decode:.1} | {:.2}x |",
-            decode / stock_decode
+            "| ours, weights {format} | {:.0} | {:.1} | {:.2}x |",
+            r.prefill,
+            r.decode,
+            r.decode / stock_decode
         );
     }
-    println!("\n## Bare batched decode loop (ours), aggregate decode tokens/s\n");
-    println!("| sequences | q8_0 | f32 | hybrid (the default) | default vs 1 sequence |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("\n## Bare batched loop (ours), aggregate tokens/s\n");
+    println!(
+        "Decode columns count decode steps only; the last column is generated tokens over \
+         prefill plus decode time, the work a request does through the API.\n"
+    );
+    println!(
+        "| sequences | decode q8_0 | decode f32 | decode hybrid (the default) | default vs 1 sequence | default with prefill |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     let models: Vec<Model> = ["q8_0", "f32", "hybrid"]
         .iter()
         .map(|f| Model::load(&path, f, usize::MAX, 2048, &Device::Cpu))
@@ -292,26 +344,21 @@ fn main() -> anyhow::Result<()> {
         let b: usize = b.trim().parse()?;
         let mut row = Vec::new();
         for m in &models {
-            row.push(ours(m, &prompt, b, args.tokens)?.1);
+            row.push(ours(m, &prompt, b, args.tokens)?);
         }
-        let one = *base.get_or_insert(row[2]);
-        bare.push((b, row[2]));
+        let one = *base.get_or_insert(row[2].decode);
+        bare.push((b, row[2].decode, row[2].end_to_end));
         println!(
-            "| {b} | {:.1} | {:.1} | {:.1} | {:.2}x |",
-            row[0],
-            row[1],
-            row[2],
-            row[2] / one
+            "| {b} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
+            row[0].decode,
+            row[1].decode,
+            row[2].decode,
+            row[2].decode / one,
+            row[2].end_to_end
         );
     }
     drop(models);
-    println!("\n## Embeddings (all-MiniLM-L6-v2), sentences/s\n");
-    println!("| path | batch | sentences/s |");
-    println!("|---|---:|---:|");
-    let dir = mercato_platform::settings::resolve_path("models/all-minilm-l6-v2");
-    for (batch, rate) in embeddings(&dir)? {
-        println!("| ours (candle BERT, mean pooled) | {batch} | {rate:.1} |");
-    }
+    print_embeddings()?;
     if let Some(url) = &args.url {
         let key = args
             .api_key
@@ -323,19 +370,20 @@ fn main() -> anyhow::Result<()> {
             args.tokens
         );
         println!(
-            "| concurrent requests | aggregate tok/s | vs 1 request | vs bare loop (default) | TTFT p50 ms | TTFT p95 ms |"
+            "| concurrent requests | aggregate tok/s | vs 1 request | vs bare loop with prefill | vs bare decode only | TTFT p50 ms | TTFT p95 ms |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         let mut single = None;
-        for (clients, bare_tps) in &bare {
+        for (clients, bare_decode, bare_e2e) in &bare {
             let rounds = if *clients >= 16 { 1 } else { 2 };
             let (tps, p50, p95) =
                 rt.block_on(through_api(url, &key, *clients, rounds, args.tokens))?;
             let one = *single.get_or_insert(tps);
             println!(
-                "| {clients} | {tps:.1} | {:.2}x | {:.2}x | {:.0} | {:.0} |",
+                "| {clients} | {tps:.1} | {:.2}x | {:.2}x | {:.2}x | {:.0} | {:.0} |",
                 tps / one,
-                tps / bare_tps,
+                tps / bare_e2e,
+                tps / bare_decode,
                 p50 * 1000.0,
                 p95 * 1000.0
             );

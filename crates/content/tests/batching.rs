@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mercato_content::llm::model::DENSE_FROM_ROWS;
 use mercato_content::llm::{Engine, EngineLimits, EngineSpec, Message, Sampling};
 
 fn model_path() -> PathBuf {
@@ -34,10 +35,17 @@ fn engine(max_batch: usize, prefill_chunk: usize) -> Engine {
 
 fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
     let codec = engine.codec().expect("codec");
-    [
+    // The third is long enough that its first prefill chunk (`PREFILL_CHUNK` tokens) takes the
+    // f32 GEMM path and the rest of it, like every other prompt, the 8-bit one.
+    let long = format!(
+        "Customer notes: {}Suggest, in one sentence, what to email them next and why it fits their interests.",
+        "bought hiking boots last month, browsed tents twice this week, opened the autumn newsletter, saved a rain jacket to the wishlist. "
+            .repeat(8)
+    );
+    let prompts: Vec<Vec<u32>> = [
         "Write a short subject line for a spring sale on running shoes.",
         "Hi",
-        "A customer bought hiking boots last month and browsed tents twice this week. Suggest, in one sentence, what to email them next and why it fits their interests.",
+        long.as_str(),
         "List three colours.",
     ]
     .iter()
@@ -48,14 +56,19 @@ fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
         }]);
         codec.encode(&text).expect("encode")
     })
-    .collect()
+    .collect();
+    assert!(prompts[2].len() > PREFILL_CHUNK && PREFILL_CHUNK >= DENSE_FROM_ROWS);
+    prompts
 }
+
+/// Prefill tokens per step in the batch-equals-sequential test.
+const PREFILL_CHUNK: usize = DENSE_FROM_ROWS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_equals_sequential_token_for_token() {
     let lengths = [24usize, 16, 30, 20];
     // One at a time: a worker with a single slot.
-    let single = engine(1, 16);
+    let single = engine(1, PREFILL_CHUNK);
     let inputs = prompts(&single);
     let mut sequential = Vec::new();
     for (p, n) in inputs.iter().zip(lengths) {
@@ -67,10 +80,10 @@ async fn batch_equals_sequential_token_for_token() {
     }
     drop(single);
 
-    // Together: all submitted at once to an 8-slot worker. The prefill chunk is small, so the
-    // long prompt is prefilled over several steps while the others already decode, and
-    // sequences of different lengths leave the batch at different steps.
-    let batched = engine(8, 16);
+    // Together: all submitted at once to an 8-slot worker. The long prompt is prefilled over
+    // two steps while the others already decode, and sequences of different lengths leave the
+    // batch at different steps.
+    let batched = engine(8, PREFILL_CHUNK);
     let handles: Vec<_> = inputs
         .iter()
         .zip(lengths)

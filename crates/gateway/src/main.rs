@@ -44,9 +44,18 @@ enum Mode {
     Proxy,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Serve { .. })) {
+        mercato_content::llm::settle_thread_count();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = Settings::load()?;
     match cli.command.unwrap_or(Command::Serve {
         mode: None,

@@ -12,9 +12,13 @@
 //! heads that share a key head are folded into the row dimension of one matmul.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
+
+use super::attend;
+use super::q8::{self, Q8Matrix};
 
 /// Which transformer family the GGUF holds; decides biases and the rotary convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,24 +38,22 @@ impl Arch {
 
 /// How the weight matrices are held in memory.
 ///
-/// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): candle's quantised vec-dot
-/// kernels are fastest up to about 14 rows per call (Q8_0 has AVX paths, the file's Q4_1 has
-/// none), while an f32 GEMM over pre-transposed weights wins beyond. `Hybrid` keeps both and
-/// uses the GEMM for prefill chunks of 14+ tokens, the Q8_0 kernels for decode steps whatever
-/// their batch: which path a sequence takes depends only on its own prompt, never on how many
-/// others share the step, so the same prompt and seed give the same text under any load.
-/// (Decoding many sequences with the GEMM would be faster still beyond ~16 sequences, but it
-/// would make a sequence's numbers, and so its greedy output, depend on the load.)
+/// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
+/// (`q8`) is the fastest decode path at every batch size and the fastest prefill up to about
+/// 190 tokens per chunk, beyond which candle's f32 GEMM over pre-transposed weights gains
+/// ~10%. `Hybrid` keeps both and uses the GEMM only for prefill chunks of `DENSE_FROM_ROWS`+
+/// tokens: which path a row takes depends only on its own prompt, never on how many others
+/// share the step, so the same prompt and seed give the same text under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
     /// f32 only: one GEMM serves every row.
     F32,
-    /// Re-quantised to Q8_0 at load (no loss against a 4-bit file), vec-dot kernels.
+    /// Re-quantised to 8 bits at load (no loss against a 4-bit file), the project's kernel.
     Q8,
     /// The file's own quantised blocks (the only choice that keeps a large model small).
     File,
-    /// f32 for prefill chunks of `DENSE_FROM_ROWS`+ tokens, Q8_0 for everything else.
+    /// f32 for prefill chunks of `DENSE_FROM_ROWS`+ tokens, 8-bit for everything else.
     Hybrid,
 }
 
@@ -85,8 +87,9 @@ impl WeightFormat {
     }
 }
 
-/// Prefill chunk length from which `Hybrid` uses the f32 GEMM.
-pub const DENSE_FROM_ROWS: usize = 14;
+/// Prefill chunk length from which `Hybrid` uses the f32 GEMM (measured crossover: the 8-bit
+/// kernel prefills 256 tokens/s at 129 tokens against the GEMM's 221, 274 against 300 at 249).
+pub const DENSE_FROM_ROWS: usize = 192;
 
 /// Shape of the network, read from the GGUF metadata.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -158,10 +161,17 @@ impl Config {
     }
 }
 
+/// A quantised weight matrix: the project's 8-bit decode kernel on the CPU, candle's
+/// quantised matmul for the file's own blocks and on other devices.
+enum Quant {
+    Candle(QMatMul),
+    Q8(Q8Matrix),
+}
+
 /// A weight matrix in the forms the chosen [`WeightFormat`] keeps.
 struct Linear {
     /// Quantised, `[out, in]`.
-    quant: Option<QMatMul>,
+    quant: Option<Quant>,
     /// f32, transposed to `[in, out]` so the GEMM reads it row-major.
     dense: Option<Tensor>,
     b: Option<Tensor>,
@@ -169,7 +179,7 @@ struct Linear {
 
 impl Linear {
     fn new(w: QTensor, format: WeightFormat, device: &Device) -> anyhow::Result<Self> {
-        let in_dim = w.shape().dims().last().copied().unwrap_or(0);
+        let (out_dim, in_dim) = w.shape().dims2()?;
         let float = matches!(w.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         let need_dense = float || matches!(format, WeightFormat::F32 | WeightFormat::Hybrid);
         let f32w = if need_dense || format == WeightFormat::Q8 {
@@ -180,12 +190,15 @@ impl Linear {
         let quant = match format {
             _ if float => None,
             WeightFormat::F32 => None,
-            WeightFormat::File => Some(QMatMul::QTensor(std::sync::Arc::new(w))),
+            WeightFormat::File => Some(Quant::Candle(QMatMul::QTensor(Arc::new(w)))),
             WeightFormat::Q8 | WeightFormat::Hybrid => match &f32w {
-                Some(t) if in_dim % 32 == 0 => Some(QMatMul::QTensor(std::sync::Arc::new(
-                    QTensor::quantize(t, GgmlDType::Q8_0)?,
+                Some(t) if in_dim % q8::BLOCK == 0 && device.is_cpu() => Some(Quant::Q8(
+                    Q8Matrix::quantise(&t.flatten_all()?.to_vec1::<f32>()?, out_dim, in_dim)?,
+                )),
+                Some(t) if in_dim % q8::BLOCK == 0 => Some(Quant::Candle(QMatMul::QTensor(
+                    Arc::new(QTensor::quantize(t, GgmlDType::Q8_0)?),
                 ))),
-                _ => Some(QMatMul::QTensor(std::sync::Arc::new(w))),
+                _ => Some(Quant::Candle(QMatMul::QTensor(Arc::new(w)))),
             },
         };
         let dense = match f32w {
@@ -202,15 +215,23 @@ impl Linear {
     /// `x` is `[rows, in]`; returns `[rows, out]`. `dense` prefers the f32 copy when both
     /// forms are held.
     fn forward(&self, x: &Tensor, dense: bool) -> candle_core::Result<Tensor> {
+        let quant = |q: &Quant| match q {
+            Quant::Candle(q) => q.forward(x),
+            Quant::Q8(m) => {
+                let rows = x.dims2()?.0;
+                let y = m.matmul(&x.flatten_all()?.to_vec1::<f32>()?);
+                Tensor::from_vec(y, (rows, m.out_dim()), x.device())
+            }
+        };
         let y = match (&self.quant, &self.dense) {
             (Some(q), Some(d)) => {
                 if dense {
                     x.matmul(d)?
                 } else {
-                    q.forward(x)?
+                    quant(q)?
                 }
             }
-            (Some(q), None) => q.forward(x)?,
+            (Some(q), None) => quant(q)?,
             (None, Some(d)) => x.matmul(d)?,
             (None, None) => candle_core::bail!("a weight matrix was not loaded"),
         };
@@ -376,19 +397,37 @@ impl Model {
         }
         let cos = Tensor::stack(&cos, 0)?;
         let sin = Tensor::stack(&sin, 0)?;
-        let mut mask = vec![0f32; b * rep * t * longest];
-        for (i, r) in rows.iter().enumerate() {
-            for g in 0..rep {
-                for q in 0..t {
-                    let row = ((i * rep + g) * t + q) * longest;
-                    for slot in &mut mask[row + r.pos + q + 1..row + longest] {
-                        *slot = f32::NEG_INFINITY;
+        // Decode steps on the CPU attend straight from the cache (`attend`); the rest use
+        // tensor operations with an additive mask.
+        let from_cache = t == 1 && self.device.is_cpu();
+        let seqs: Vec<(usize, usize)> = rows.iter().map(|r| (r.slot, r.pos + 1)).collect();
+        let mask = if from_cache {
+            None
+        } else {
+            let mut mask = vec![0f32; b * rep * t * longest];
+            for (i, r) in rows.iter().enumerate() {
+                for g in 0..rep {
+                    for q in 0..t {
+                        let row = ((i * rep + g) * t + q) * longest;
+                        for slot in &mut mask[row + r.pos + q + 1..row + longest] {
+                            *slot = f32::NEG_INFINITY;
+                        }
                     }
                 }
             }
-        }
-        let mask = Tensor::from_vec(mask, (b, 1, rep * t, longest), &self.device)?;
+            Some(Tensor::from_vec(
+                mask,
+                (b, 1, rep * t, longest),
+                &self.device,
+            )?)
+        };
         let scale = 1.0 / (hd as f64).sqrt();
+        let shape = attend::Heads {
+            heads,
+            kv_heads: kvh,
+            head_dim: hd,
+            scale: scale as f32,
+        };
         // The path depends on the row's own token count only (see `WeightFormat::Hybrid`).
         let dense = t >= DENSE_FROM_ROWS;
 
@@ -421,26 +460,35 @@ impl Model {
                     .narrow(0, r.slot, 1)?
                     .slice_set(&v.narrow(0, i, 1)?, 2, r.pos)?;
             }
-            let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
-            let values = cache.v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
-            let q = q.reshape((b, kvh, rep * t, hd))?;
-            // Scores reduce over head_dim, the same for every row, so one matmul serves all.
-            let scores = (q.matmul(&keys.t()?)? * scale)?.broadcast_add(&mask)?;
-            // Softmax and the weighted sum reduce over the keys: each row uses exactly its own
-            // length, never the batch's longest, so its numbers (and its greedy output) do not
-            // depend on which other sequences share the step.
-            let mut ys = Vec::with_capacity(b);
-            for (i, r) in rows.iter().enumerate() {
-                let len = r.pos + t;
-                let s = scores.narrow(0, i, 1)?.narrow(3, 0, len)?.contiguous()?;
-                let p = candle_nn::ops::softmax_last_dim(&s)?;
-                ys.push(p.matmul(&values.narrow(0, i, 1)?.narrow(2, 0, len)?)?);
-            }
-            let y = Tensor::cat(&ys, 0)?; // [b, kvh, rep*t, hd]
-            let y = y
-                .reshape((b, heads, t, hd))?
-                .transpose(1, 2)?
-                .reshape((b * t, heads * hd))?;
+            let y = match &mask {
+                None => {
+                    let q = q.flatten_all()?.to_vec1::<f32>()?;
+                    let y = attend::decode(&q, &seqs, &cache.k[l], &cache.v[l], shape)?;
+                    Tensor::from_vec(y, (b, heads * hd), &self.device)?
+                }
+                Some(mask) => {
+                    let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                    let values = cache.v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                    let q = q.reshape((b, kvh, rep * t, hd))?;
+                    // Scores reduce over head_dim, the same for every row, so one matmul
+                    // serves all.
+                    let scores = (q.matmul(&keys.t()?)? * scale)?.broadcast_add(mask)?;
+                    // Softmax and the weighted sum reduce over the keys: each row uses exactly
+                    // its own length, never the batch's longest, so its numbers (and its
+                    // greedy output) do not depend on which other sequences share the step.
+                    let mut ys = Vec::with_capacity(b);
+                    for (i, r) in rows.iter().enumerate() {
+                        let len = r.pos + t;
+                        let s = scores.narrow(0, i, 1)?.narrow(3, 0, len)?.contiguous()?;
+                        let p = candle_nn::ops::softmax_last_dim(&s)?;
+                        ys.push(p.matmul(&values.narrow(0, i, 1)?.narrow(2, 0, len)?)?);
+                    }
+                    Tensor::cat(&ys, 0)? // [b, kvh, rep*t, hd]
+                        .reshape((b, heads, t, hd))?
+                        .transpose(1, 2)?
+                        .reshape((b * t, heads * hd))?
+                }
+            };
             x = (x + layer.o.forward(&y, dense)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
