@@ -413,7 +413,7 @@ async fn embeddings_recommendations_and_bulk_generation(pool: PgPool) {
             "sim({i},{j}) = {got}, published {want}"
         );
     }
-    // Padding to the longest in the batch does not change a text's vector.
+    // Packed beside other texts or alone, a text gets the same vector.
     let (_, alone) = api
         .post("/v1/content/embeddings", &json!({"input": texts[1]}))
         .await;

@@ -58,10 +58,15 @@ pub fn decode(
             let (row, g) = (item / kv_heads, item % kv_heads);
             let (slot, len) = seqs[row];
             let base = (slot * kv_heads + g) * capacity * hd;
-            let cache = (&k[base..base + len * hd], &v[base..base + len * hd]);
             let first = (row * heads + g * rep) * hd;
-            let queries = &q[first..first + rep * hd];
-            done.push((first, group(queries, cache, len, shape)));
+            let out = attention(
+                &q[first..first + rep * hd],
+                &k[base..base + len * hd],
+                &v[base..base + len * hd],
+                hd,
+                shape.scale,
+            );
+            done.push((first, out));
         }
         if let Ok(mut all) = parts.lock() {
             all.extend(done);
@@ -74,26 +79,39 @@ pub fn decode(
     Ok(out)
 }
 
-/// The query heads sharing one key head, over `len` cached positions: `[rep, head_dim]`.
-fn group(queries: &[f32], (keys, values): (&[f32], &[f32]), len: usize, shape: Heads) -> Vec<f32> {
+/// Softmax attention of `queries` (`[q, head_dim]`) over `keys` and `values` (`[len,
+/// head_dim]` each, every query sees every key): `[q, head_dim]`. Runs with AVX where the CPU
+/// has it; the loops are written so the compiler vectorises them (eight independent lanes, no
+/// reassociation), so the result is the same bit for bit with or without.
+pub fn attention(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    head_dim: usize,
+    scale: f32,
+) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(|| group_body(queries, keys, values, len, shape));
+        return simd.vectorize(|| attention_body(queries, keys, values, head_dim, scale));
     }
-    group_body(queries, keys, values, len, shape)
+    attention_body(queries, keys, values, head_dim, scale)
 }
 
-/// Plain loops written so the compiler vectorises them (eight independent lanes, no
-/// reassociation), identical in result with or without AVX.
 #[inline(always)]
-fn group_body(queries: &[f32], keys: &[f32], values: &[f32], len: usize, shape: Heads) -> Vec<f32> {
-    let hd = shape.head_dim;
+fn attention_body(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    hd: usize,
+    scale: f32,
+) -> Vec<f32> {
     let rep = queries.len() / hd;
+    let len = keys.len() / hd;
     let mut scores = vec![0f32; rep * len];
     for p in 0..len {
         let key = &keys[p * hd..(p + 1) * hd];
         for j in 0..rep {
-            scores[j * len + p] = dot(&queries[j * hd..(j + 1) * hd], key) * shape.scale;
+            scores[j * len + p] = dot(&queries[j * hd..(j + 1) * hd], key) * scale;
         }
     }
     let mut out = vec![0f32; rep * hd];

@@ -1,7 +1,12 @@
-//! Sentence embeddings (all-MiniLM-L6-v2 by default): BERT in candle, mean pooled over the
-//! attention mask, L2-normalised. A dedicated thread owns the model; requests waiting together
-//! are merged into one batch, sorted by length so little is spent on padding, which is to the
-//! longest text of each batch (not the tokenizer file's fixed 128).
+//! Sentence embeddings (all-MiniLM-L6-v2 by default): a BERT encoder, mean pooled over each
+//! text's tokens, L2-normalised. A dedicated thread owns the model; requests waiting together
+//! are merged into one batch.
+//!
+//! The encoder is the project's own, on candle tensors: the texts of a batch are packed one
+//! after another with no padding at all (the tokenizer file's fixed 128 is switched off), so
+//! every matrix product runs over real tokens only; the query, key and value projections are
+//! one product; attention runs per (text, head) over exactly that text's tokens on candle's
+//! thread pool (`attend::attention`), which needs no mask.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
@@ -9,10 +14,11 @@ use std::sync::{Arc, RwLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use candle_transformers::models::bert::{Config, HiddenAct};
+use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
+use super::attend;
 use super::engine::SubmitError;
 
 /// Texts embedded per forward pass at most.
@@ -122,9 +128,8 @@ pub enum EmbedError {
 }
 
 struct Model {
-    bert: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 fn load(dir: &Path, device: &Device) -> anyhow::Result<(Model, usize)> {
@@ -132,33 +137,190 @@ fn load(dir: &Path, device: &Device) -> anyhow::Result<(Model, usize)> {
         std::fs::read(dir.join(name))
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.join(name).display()))
     };
-    let config_bytes = read("config.json")?;
-    let config: Config = serde_json::from_slice(&config_bytes)?;
-    let hidden: serde_json::Value = serde_json::from_slice(&config_bytes)?;
-    let dim = hidden["hidden_size"].as_u64().unwrap_or(0) as usize;
+    let config: Config = serde_json::from_slice(&read("config.json")?)?;
     let weights = read("model.safetensors")?;
     let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device)?;
-    let bert = BertModel::load(vb, &config)?;
+    let encoder = Encoder::load(vb, &config)?;
     let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
-    tokenizer.with_padding(Some(PaddingParams {
-        strategy: PaddingStrategy::BatchLongest,
-        ..PaddingParams::default()
-    }));
+    tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {
-            max_length: MAX_TOKENS,
+            max_length: MAX_TOKENS.min(config.max_position_embeddings),
             ..TruncationParams::default()
         }))
         .map_err(|e| anyhow::anyhow!("truncation: {e}"))?;
-    Ok((
-        Model {
-            bert,
-            tokenizer,
-            device: device.clone(),
-        },
-        dim,
-    ))
+    Ok((Model { encoder, tokenizer }, config.hidden_size))
+}
+
+/// One encoder layer's weights; matrices are stored `[in, out]` for row-major products.
+struct Layer {
+    qkv: (Tensor, Tensor),
+    out: (Tensor, Tensor),
+    norm1: (Tensor, Tensor),
+    up: (Tensor, Tensor),
+    down: (Tensor, Tensor),
+    norm2: (Tensor, Tensor),
+}
+
+/// A BERT encoder over packed texts (see the module notes).
+struct Encoder {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    heads: usize,
+    hidden: usize,
+    eps: f32,
+    act: HiddenAct,
+    device: Device,
+}
+
+impl Encoder {
+    fn load(vb: VarBuilder, c: &Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            c.num_attention_heads > 0 && c.hidden_size.is_multiple_of(c.num_attention_heads),
+            "config.json: hidden_size must be a multiple of num_attention_heads"
+        );
+        // Checkpoints saved from a task model keep the encoder under `bert.`.
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
+            vb
+        } else {
+            vb.pp("bert")
+        };
+        let h = c.hidden_size;
+        let linear =
+            |vb: VarBuilder, out: usize, inp: usize| -> candle_core::Result<(Tensor, Tensor)> {
+                Ok((
+                    vb.get((out, inp), "weight")?.t()?.contiguous()?,
+                    vb.get(out, "bias")?,
+                ))
+            };
+        let norm = |vb: VarBuilder| -> candle_core::Result<(Tensor, Tensor)> {
+            Ok((vb.get(h, "weight")?, vb.get(h, "bias")?))
+        };
+        let e = vb.pp("embeddings");
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let a = l.pp("attention.self");
+            let parts = ["query", "key", "value"].map(|n| linear(a.pp(n), h, h));
+            let [q, k, v] = parts;
+            let (q, k, v) = (q?, k?, v?);
+            layers.push(Layer {
+                qkv: (
+                    Tensor::cat(&[&q.0, &k.0, &v.0], 1)?.contiguous()?,
+                    Tensor::cat(&[&q.1, &k.1, &v.1], 0)?,
+                ),
+                out: linear(l.pp("attention.output.dense"), h, h)?,
+                norm1: norm(l.pp("attention.output.LayerNorm"))?,
+                up: linear(l.pp("intermediate.dense"), c.intermediate_size, h)?,
+                down: linear(l.pp("output.dense"), h, c.intermediate_size)?,
+                norm2: norm(l.pp("output.LayerNorm"))?,
+            });
+        }
+        Ok(Encoder {
+            word: e.get((c.vocab_size, h), "word_embeddings.weight")?,
+            position: e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
+            token_type: e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?,
+            norm: norm(e.pp("LayerNorm"))?,
+            layers,
+            heads: c.num_attention_heads,
+            hidden: h,
+            eps: c.layer_norm_eps as f32,
+            act: c.hidden_act,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Hidden states `[tokens, hidden]` of texts packed one after another; `lengths[i]` is
+    /// text i's token count.
+    fn forward(&self, ids: &[u32], types: &[u32], lengths: &[usize]) -> anyhow::Result<Vec<f32>> {
+        let n = ids.len();
+        let positions: Vec<u32> = lengths.iter().flat_map(|&l| 0..l as u32).collect();
+        let tensor = |v: &[u32]| Tensor::from_slice(v, n, &self.device);
+        let x = (self.word.index_select(&tensor(ids)?, 0)?
+            + self.position.index_select(&tensor(&positions)?, 0)?)?;
+        let x = (x + self.token_type.index_select(&tensor(types)?, 0)?)?;
+        let mut x = self.layer_norm(&x, &self.norm)?;
+        for layer in &self.layers {
+            let qkv = self
+                .linear(&x, &layer.qkv)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let ctx = self.self_attention(&qkv, lengths);
+            let ctx = Tensor::from_vec(ctx, (n, self.hidden), &self.device)?;
+            x = self.layer_norm(&(self.linear(&ctx, &layer.out)? + &x)?, &layer.norm1)?;
+            let up = self.linear(&x, &layer.up)?;
+            let up = match self.act {
+                HiddenAct::Gelu => up.gelu_erf()?,
+                HiddenAct::GeluApproximate => up.gelu()?,
+                HiddenAct::Relu => up.relu()?,
+            };
+            x = self.layer_norm(&(self.linear(&up, &layer.down)? + &x)?, &layer.norm2)?;
+        }
+        Ok(x.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn linear(&self, x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+        x.matmul(w)?.broadcast_add(b)
+    }
+
+    fn layer_norm(&self, x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, w, b, self.eps)
+    }
+
+    /// Each (text, head) attends over that text's own tokens. `qkv` is `[tokens, 3 * hidden]`
+    /// (queries, keys, values); returns `[tokens, hidden]`.
+    fn self_attention(&self, qkv: &[f32], lengths: &[usize]) -> Vec<f32> {
+        let (h, heads) = (self.hidden, self.heads);
+        let hd = h / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let starts: Vec<usize> = lengths
+            .iter()
+            .scan(0, |at, &l| {
+                let s = *at;
+                *at += l;
+                Some(s)
+            })
+            .collect();
+        // One head of one text, gathered contiguous: `part` 0 queries, 1 keys, 2 values.
+        let gather = |text: usize, head: usize, part: usize| -> Vec<f32> {
+            let (start, len) = (starts[text], lengths[text]);
+            let mut out = Vec::with_capacity(len * hd);
+            for t in start..start + len {
+                let at = t * 3 * h + part * h + head * hd;
+                out.extend_from_slice(&qkv[at..at + hd]);
+            }
+            out
+        };
+        let items = lengths.len() * heads;
+        let parts = std::sync::Mutex::new(Vec::with_capacity(items));
+        candle_core::utils::barrier_pool().execute_chunked(items, |range| {
+            let mut done = Vec::with_capacity(range.len());
+            for item in range {
+                let (text, head) = (item / heads, item % heads);
+                let (q, k, v) = (
+                    gather(text, head, 0),
+                    gather(text, head, 1),
+                    gather(text, head, 2),
+                );
+                done.push((text, head, attend::attention(&q, &k, &v, hd, scale)));
+            }
+            if let Ok(mut all) = parts.lock() {
+                all.extend(done);
+            }
+        });
+        let mut ctx = vec![0f32; qkv.len() / 3];
+        for (text, head, out) in parts.into_inner().unwrap_or_default() {
+            for (i, row) in out.chunks(hd).enumerate() {
+                let at = (starts[text] + i) * h + head * hd;
+                ctx[at..at + hd].copy_from_slice(row);
+            }
+        }
+        ctx
+    }
 }
 
 fn run(dir: &Path, device: &Device, state: &RwLock<Loaded>, rx: &Receiver<Job>) {
@@ -223,39 +385,37 @@ impl Model {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        // Lengths without padding (BatchLongest pads the whole call); batches are re-formed
-        // from texts of similar length.
-        let lengths: Vec<usize> = encodings
-            .iter()
-            .map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count())
-            .collect();
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| lengths[i]);
-        let mut vectors = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(MAX_BATCH) {
-            let longest = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
-            let mut ids = Vec::with_capacity(chunk.len() * longest);
-            let mut types = Vec::with_capacity(chunk.len() * longest);
-            let mut mask = Vec::with_capacity(chunk.len() * longest);
-            for &i in chunk {
-                let e = &encodings[i];
-                ids.extend(e.get_ids()[..longest].iter().copied());
-                types.extend(e.get_type_ids()[..longest].iter().copied());
-                mask.extend(e.get_attention_mask()[..longest].iter().copied());
-            }
-            let shape = (chunk.len(), longest);
-            let ids = Tensor::from_vec(ids, shape, &self.device)?;
-            let types = Tensor::from_vec(types, shape, &self.device)?;
-            let mask = Tensor::from_vec(mask, shape, &self.device)?;
-            let out = self.bert.forward(&ids, &types, Some(&mask))?; // [b, l, h]
-            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = out.broadcast_mul(&m)?.sum(1)?;
-            let counts = m.sum(1)?;
-            let mean = summed.broadcast_div(&counts)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-            let unit = mean.broadcast_div(&norm)?.to_vec2::<f32>()?;
-            for (&i, v) in chunk.iter().zip(unit) {
-                vectors[i] = v;
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let h = self.encoder.hidden;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for chunk in encodings.chunks(MAX_BATCH) {
+            let ids: Vec<u32> = chunk
+                .iter()
+                .flat_map(|e| e.get_ids().iter().copied())
+                .collect();
+            let types: Vec<u32> = chunk
+                .iter()
+                .flat_map(|e| e.get_type_ids().iter().copied())
+                .collect();
+            let lens: Vec<usize> = chunk.iter().map(|e| e.get_ids().len()).collect();
+            let states = self.encoder.forward(&ids, &types, &lens)?;
+            let mut at = 0;
+            for &len in &lens {
+                // Mean over the text's tokens, then unit length.
+                let mut mean = vec![0f32; h];
+                for row in states[at * h..(at + len) * h].chunks(h) {
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m += v;
+                    }
+                }
+                at += len;
+                let count = len.max(1) as f32;
+                mean.iter_mut().for_each(|m| *m /= count);
+                let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    mean.iter_mut().for_each(|m| *m /= norm);
+                }
+                vectors.push(mean);
             }
         }
         Ok((vectors, lengths))
