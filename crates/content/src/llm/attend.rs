@@ -51,29 +51,26 @@ pub fn decode(
     let v = &v_cpu.as_slice::<f32>()?[v_layout.start_offset()..];
     let rep = heads / kv_heads;
     let items = seqs.len() * kv_heads;
-    let parts = std::sync::Mutex::new(Vec::with_capacity(items));
-    candle_core::utils::barrier_pool().execute_chunked(items, |range| {
-        let mut done = Vec::with_capacity(range.len());
-        for item in range {
-            let (row, g) = (item / kv_heads, item % kv_heads);
-            let (slot, len) = seqs[row];
-            let base = (slot * kv_heads + g) * capacity * hd;
-            let first = (row * heads + g * rep) * hd;
-            let out = attention(
-                &q[first..first + rep * hd],
-                &k[base..base + len * hd],
-                &v[base..base + len * hd],
-                hd,
-                shape.scale,
-            );
-            done.push((first, out));
-        }
-        if let Ok(mut all) = parts.lock() {
-            all.extend(done);
-        }
+    let parts = super::pool::for_ranges(items, |range| {
+        range
+            .map(|item| {
+                let (row, g) = (item / kv_heads, item % kv_heads);
+                let (slot, len) = seqs[row];
+                let base = (slot * kv_heads + g) * capacity * hd;
+                let first = (row * heads + g * rep) * hd;
+                let out = attention(
+                    &q[first..first + rep * hd],
+                    &k[base..base + len * hd],
+                    &v[base..base + len * hd],
+                    hd,
+                    shape.scale,
+                );
+                (first, out)
+            })
+            .collect::<Vec<_>>()
     });
     let mut out = vec![0f32; seqs.len() * heads * hd];
-    for (first, values) in parts.into_inner().unwrap_or_default() {
+    for (first, values) in parts.into_iter().flat_map(|(_, done)| done) {
         out[first..first + values.len()].copy_from_slice(&values);
     }
     Ok(out)

@@ -296,24 +296,21 @@ impl Encoder {
             out
         };
         let items = lengths.len() * heads;
-        let parts = std::sync::Mutex::new(Vec::with_capacity(items));
-        candle_core::utils::barrier_pool().execute_chunked(items, |range| {
-            let mut done = Vec::with_capacity(range.len());
-            for item in range {
-                let (text, head) = (item / heads, item % heads);
-                let (q, k, v) = (
-                    gather(text, head, 0),
-                    gather(text, head, 1),
-                    gather(text, head, 2),
-                );
-                done.push((text, head, attend::attention(&q, &k, &v, hd, scale)));
-            }
-            if let Ok(mut all) = parts.lock() {
-                all.extend(done);
-            }
+        let parts = super::pool::for_ranges(items, |range| {
+            range
+                .map(|item| {
+                    let (text, head) = (item / heads, item % heads);
+                    let (q, k, v) = (
+                        gather(text, head, 0),
+                        gather(text, head, 1),
+                        gather(text, head, 2),
+                    );
+                    (text, head, attend::attention(&q, &k, &v, hd, scale))
+                })
+                .collect::<Vec<_>>()
         });
         let mut ctx = vec![0f32; qkv.len() / 3];
-        for (text, head, out) in parts.into_inner().unwrap_or_default() {
+        for (text, head, out) in parts.into_iter().flat_map(|(_, done)| done) {
             for (i, row) in out.chunks(hd).enumerate() {
                 let at = (starts[text] + i) * h + head * hd;
                 ctx[at..at + hd].copy_from_slice(row);

@@ -5,6 +5,7 @@ pub mod attend;
 pub mod embed;
 pub mod engine;
 pub mod model;
+pub mod pool;
 pub mod q8;
 pub mod sampling;
 pub mod tokenizer;

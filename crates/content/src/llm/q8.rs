@@ -20,6 +20,8 @@
 
 use bytemuck::cast;
 
+use super::pool;
+
 /// Inputs per block (one scale each).
 pub const BLOCK: usize = 32;
 /// Output columns per group (one 256-bit vector of i32/f32 lanes).
@@ -99,22 +101,17 @@ impl Q8Matrix {
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.inp;
         let acts = Activations::new(x, rows, self.inp);
-        // The work items are column groups, run on candle's own pool so that its threads and
-        // these never compete for the cores. Each range of groups fills its own buffer,
+        // The work items are column groups; each range of groups fills its own buffer,
         // `[group][row]` lanes, copied into place below.
-        let parts = std::sync::Mutex::new(Vec::new());
-        candle_core::utils::barrier_pool().execute_chunked(self.groups, |range| {
-            let start = range.start;
+        let parts = pool::for_ranges(self.groups, |range| {
             let mut lanes = vec![[0f32; COLS]; range.len() * rows];
             for (g, out) in range.zip(lanes.chunks_mut(rows.max(1))) {
                 self.group(&acts, g, out);
             }
-            if let Ok(mut all) = parts.lock() {
-                all.push((start, lanes));
-            }
+            lanes
         });
         let mut y = vec![0f32; rows * self.out];
-        for (start, lanes) in parts.into_inner().unwrap_or_default() {
+        for (start, lanes) in parts {
             for (i, per_row) in lanes.chunks(rows.max(1)).enumerate() {
                 let col = (start + i) * COLS;
                 let n = COLS.min(self.out - col);
@@ -138,8 +135,14 @@ impl Q8Matrix {
     /// Every row against column group `g`, into `out` (`[rows]` of 8 lanes).
     fn group(&self, acts: &Activations, g: usize, out: &mut [[f32; COLS]]) {
         let (weights, scales) = self.group_parts(g);
-        for (tile, out) in out.chunks_mut(ROW_TILE).enumerate() {
-            kernel(weights, scales, acts, tile * ROW_TILE, out);
+        for (i, out) in out.chunks_mut(ROW_TILE).enumerate() {
+            let tile = Tile {
+                weights,
+                scales,
+                acts,
+                first: i * ROW_TILE,
+            };
+            kernel(&tile, out);
         }
     }
 }
@@ -179,28 +182,31 @@ impl Activations {
     }
 }
 
-/// Rows `first..first + out.len()` (at most `ROW_TILE`) against one column group.
-fn kernel(
-    weights: &[[i8; 32]],
-    scales: &[[f32; COLS]],
-    acts: &Activations,
+/// Rows `first..first + out.len()` (at most `ROW_TILE`) of the activations against one
+/// column group's weights and scales.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    weights: &'a [[i8; 32]],
+    scales: &'a [[f32; COLS]],
+    acts: &'a Activations,
     first: usize,
-    out: &mut [[f32; COLS]],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(|| kernel_avx2(simd, weights, scales, acts, first, out));
-    }
-    kernel_scalar(weights, scales, acts, first, out)
 }
 
-fn kernel_scalar(
-    weights: &[[i8; 32]],
-    scales: &[[f32; COLS]],
-    acts: &Activations,
-    first: usize,
-    out: &mut [[f32; COLS]],
-) {
+fn kernel(tile: &Tile, out: &mut [[f32; COLS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return simd.vectorize(|| kernel_avx2(simd, tile, out));
+    }
+    kernel_scalar(tile, out)
+}
+
+fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
+    let Tile {
+        weights,
+        scales,
+        acts,
+        first,
+    } = *tile;
     let steps = BLOCK / STEP;
     for (i, lanes) in out.iter_mut().enumerate() {
         let r = first + i;
@@ -227,23 +233,17 @@ fn kernel_scalar(
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn kernel_avx2(
-    simd: pulp::x86::V3,
-    weights: &[[i8; 32]],
-    scales: &[[f32; COLS]],
-    acts: &Activations,
-    first: usize,
-    out: &mut [[f32; COLS]],
-) {
+fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
     use std::arch::x86_64::{__m256, __m256i};
+    let (acts, first) = (tile.acts, tile.first);
     let steps = BLOCK / STEP;
     let n = out.len();
     let ones = simd.avx._mm256_set1_epi16(1);
     let mut acc: [__m256; ROW_TILE] = [simd.avx._mm256_setzero_ps(); ROW_TILE];
-    for (b, dw) in scales.iter().enumerate() {
+    for (b, dw) in tile.scales.iter().enumerate() {
         let mut sums: [__m256i; ROW_TILE] = [simd.avx._mm256_setzero_si256(); ROW_TILE];
         for s in 0..steps {
-            let w: __m256i = cast(weights[b * steps + s]);
+            let w: __m256i = cast(tile.weights[b * steps + s]);
             let aw = simd.avx2._mm256_sign_epi8(w, w);
             for (i, sum) in sums.iter_mut().enumerate().take(n) {
                 let word = acts.words[((first + i) * acts.blocks + b) * steps + s];
@@ -324,8 +324,14 @@ mod tests {
                 let n = ROW_TILE.min(rows - first);
                 let mut a = vec![[0f32; COLS]; n];
                 let mut b = vec![[0f32; COLS]; n];
-                kernel(weights, scales, &acts, first, &mut a);
-                kernel_scalar(weights, scales, &acts, first, &mut b);
+                let tile = Tile {
+                    weights,
+                    scales,
+                    acts: &acts,
+                    first,
+                };
+                kernel(&tile, &mut a);
+                kernel_scalar(&tile, &mut b);
                 assert_eq!(a, b);
             }
         }
