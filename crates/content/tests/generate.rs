@@ -325,6 +325,38 @@ async fn streaming_openai_route_and_bad_input(pool: PgPool) {
     assert_eq!(pieces, text, "greedy streamed text equals the plain answer");
     assert!(sse.trim_end().ends_with("data: [DONE]"));
 
+    // A client that hangs up mid-stream cancels its sequence in the worker.
+    let cancelled = |model: &Value| model["worker"]["cancelled"].as_u64().expect("cancelled");
+    let (_, before) = api.get("/v1/content/model").await;
+    let mut long = streamed.clone();
+    long["max_tokens"] = json!(400);
+    long["messages"][0]["content"] = json!("Write a long story about a mountain trail.");
+    let r = api
+        .server
+        .client
+        .post(api.server.url("/v1/chat/completions"))
+        .bearer_auth(&api.key)
+        .json(&long)
+        .send()
+        .await
+        .expect("stream");
+    let mut stream = r.bytes_stream();
+    stream.next().await.expect("a first chunk").expect("chunk");
+    drop(stream);
+    let mut after = before.clone();
+    for _ in 0..300 {
+        after = api.get("/v1/content/model").await.1;
+        if cancelled(&after) > cancelled(&before) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        cancelled(&after),
+        cancelled(&before) + 1,
+        "hanging up cancels the sequence: {after}"
+    );
+
     // Bad input: 4xx problem+json naming the fields, nothing generated.
     let (s, b) = api
         .post(
