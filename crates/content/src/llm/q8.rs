@@ -43,7 +43,8 @@ pub struct Q8Matrix {
     d: Vec<[f32; COLS]>,
 }
 
-/// One activation row's block quantisation: values and per-block scales.
+/// One block's quantisation: values into `q`, returns the scale.
+#[inline(always)]
 fn quantise_block(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -157,7 +158,18 @@ struct Activations {
 }
 
 impl Activations {
+    /// Quantises `rows` rows of `inp` values. Under AVX the rounding is inlined rather than a
+    /// call per value (the same rounding either way: half away from zero).
     fn new(x: &[f32], rows: usize, inp: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return simd.vectorize(|| Self::quantise(x, rows, inp));
+        }
+        Self::quantise(x, rows, inp)
+    }
+
+    #[inline(always)]
+    fn quantise(x: &[f32], rows: usize, inp: usize) -> Self {
         let blocks = inp / BLOCK;
         let steps = BLOCK / STEP;
         let mut words = vec![0i32; rows * blocks * steps];
