@@ -205,8 +205,7 @@ impl Encoder {
         for i in 0..c.num_hidden_layers {
             let l = vb.pp(format!("encoder.layer.{i}"));
             let a = l.pp("attention.self");
-            let parts = ["query", "key", "value"].map(|n| linear(a.pp(n), h, h));
-            let [q, k, v] = parts;
+            let [q, k, v] = ["query", "key", "value"].map(|n| linear(a.pp(n), h, h));
             let (q, k, v) = (q?, k?, v?);
             layers.push(Layer {
                 qkv: (
@@ -385,7 +384,7 @@ impl Model {
         let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
         let h = self.encoder.hidden;
         let mut vectors = Vec::with_capacity(texts.len());
-        for chunk in encodings.chunks(MAX_BATCH) {
+        for (chunk, lens) in encodings.chunks(MAX_BATCH).zip(lengths.chunks(MAX_BATCH)) {
             let ids: Vec<u32> = chunk
                 .iter()
                 .flat_map(|e| e.get_ids().iter().copied())
@@ -394,18 +393,16 @@ impl Model {
                 .iter()
                 .flat_map(|e| e.get_type_ids().iter().copied())
                 .collect();
-            let lens: Vec<usize> = chunk.iter().map(|e| e.get_ids().len()).collect();
-            let states = self.encoder.forward(&ids, &types, &lens)?;
-            let mut at = 0;
-            for &len in &lens {
+            let states = self.encoder.forward(&ids, &types, lens)?;
+            let mut rows = states.chunks(h);
+            for &len in lens {
                 // Mean over the text's tokens, then unit length.
                 let mut mean = vec![0f32; h];
-                for row in states[at * h..(at + len) * h].chunks(h) {
+                for row in rows.by_ref().take(len) {
                     for (m, v) in mean.iter_mut().zip(row) {
                         *m += v;
                     }
                 }
-                at += len;
                 let count = len.max(1) as f32;
                 mean.iter_mut().for_each(|m| *m /= count);
                 let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();

@@ -6,10 +6,10 @@
 //! and leave while the others keep decoding (continuous batching).
 //!
 //! Layout: the cache of each layer is one tensor `[slots, kv_heads, capacity, head_dim]`.
-//! Active sequences occupy slots `0..active` (a retiring sequence's slot is refilled with the
-//! last one), so a decode step reads `narrow(0, 0, active)` and `narrow(2, 0, longest)` views
-//! of it without copying. Grouped-query attention runs without repeating the keys: the query
-//! heads that share a key head are folded into the row dimension of one matmul.
+//! Active sequences occupy consecutive slots (the engine compacts them as sequences leave).
+//! Decode steps on the CPU read it in place (`attend`); other calls read `narrow` views of it
+//! without copying, and grouped-query attention runs there without repeating the keys: the
+//! query heads that share a key head are folded into the row dimension of one matmul.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -254,6 +254,13 @@ struct Layer {
     down: Linear,
 }
 
+/// How one forward call attends: each row's (cache slot, length) for decode steps read from
+/// the cache, or an additive mask `[rows, 1, rep * tokens, longest]` for tensor attention.
+enum Attention {
+    FromCache(Vec<(usize, usize)>),
+    Masked(Tensor),
+}
+
 /// The weights of one model; stateless between calls (the cache is separate).
 pub struct Model {
     pub config: Config,
@@ -388,7 +395,7 @@ impl Model {
         let ids = Tensor::from_vec(ids, b * t, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [b*t, dim]
 
-        // Per-row rotary tables [b, t, hd/2] and additive masks [b, 1, rep*t, longest].
+        // Per-row rotary tables [b, t, hd/2].
         let mut cos = Vec::with_capacity(b);
         let mut sin = Vec::with_capacity(b);
         for r in rows {
@@ -399,10 +406,8 @@ impl Model {
         let sin = Tensor::stack(&sin, 0)?;
         // Decode steps on the CPU attend straight from the cache (`attend`); the rest use
         // tensor operations with an additive mask.
-        let from_cache = t == 1 && self.device.is_cpu();
-        let seqs: Vec<(usize, usize)> = rows.iter().map(|r| (r.slot, r.pos + 1)).collect();
-        let mask = if from_cache {
-            None
+        let attention = if t == 1 && self.device.is_cpu() {
+            Attention::FromCache(rows.iter().map(|r| (r.slot, r.pos + 1)).collect())
         } else {
             let mut mask = vec![0f32; b * rep * t * longest];
             for (i, r) in rows.iter().enumerate() {
@@ -415,7 +420,7 @@ impl Model {
                     }
                 }
             }
-            Some(Tensor::from_vec(
+            Attention::Masked(Tensor::from_vec(
                 mask,
                 (b, 1, rep * t, longest),
                 &self.device,
@@ -460,13 +465,13 @@ impl Model {
                     .narrow(0, r.slot, 1)?
                     .slice_set(&v.narrow(0, i, 1)?, 2, r.pos)?;
             }
-            let y = match &mask {
-                None => {
+            let y = match &attention {
+                Attention::FromCache(seqs) => {
                     let q = q.flatten_all()?.to_vec1::<f32>()?;
-                    let y = attend::decode(&q, &seqs, &cache.k[l], &cache.v[l], shape)?;
+                    let y = attend::decode(&q, seqs, &cache.k[l], &cache.v[l], shape)?;
                     Tensor::from_vec(y, (b, heads * hd), &self.device)?
                 }
-                Some(mask) => {
+                Attention::Masked(mask) => {
                     let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
                     let values = cache.v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
                     let q = q.reshape((b, kvh, rep * t, hd))?;

@@ -1,4 +1,5 @@
-//! The decode matmul: 8-bit weights against 8-bit activations, lanes across output columns.
+//! The 8-bit matmul (every decode step, and prefill chunks the f32 GEMM does not take): 8-bit
+//! weights against 8-bit activations, lanes across output columns.
 //!
 //! Weights are quantised at load in blocks of 32 inputs with one f32 scale each (the Q8_0
 //! scheme), and interleaved so that one 256-bit vector holds four consecutive inputs of eight
@@ -92,10 +93,6 @@ impl Q8Matrix {
 
     pub fn out_dim(&self) -> usize {
         self.out
-    }
-
-    pub fn in_dim(&self) -> usize {
-        self.inp
     }
 
     /// `x` is row-major `[rows, in]`; returns row-major `[rows, out]`.
