@@ -29,8 +29,48 @@ pub const BLOCK: usize = 32;
 const COLS: usize = 8;
 /// Inputs per broadcast (four bytes make one i32 lane).
 const STEP: usize = 4;
-/// Activation rows handled together while a group's weights are hot.
+/// Activation rows handled together while a group's weights are hot (AVX2 and scalar paths).
 const ROW_TILE: usize = 4;
+/// The same for the VNNI path, whose one instruction per step leaves registers for more rows.
+const VNNI_ROWS: usize = 8;
+/// XOR with this word turns four signed bytes into four bytes offset by 128 and back.
+const FLIP: i32 = 0x8080_8080_u32 as i32;
+
+/// Which kernel runs, chosen once per product from what the CPU has.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// AVX-512 VNNI (256-bit): one `vpdpbusd` per four inputs of eight columns.
+    Vnni,
+    /// AVX2 and FMA: `maddubs` and `madd` per four inputs of eight columns.
+    Avx2,
+    Scalar,
+}
+
+impl Path {
+    fn detect() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Path::Vnni;
+            }
+            if pulp::x86::V3::try_new().is_some() {
+                return Path::Avx2;
+            }
+        }
+        Path::Scalar
+    }
+
+    fn row_tile(self) -> usize {
+        match self {
+            Path::Vnni => VNNI_ROWS,
+            Path::Avx2 | Path::Scalar => ROW_TILE,
+        }
+    }
+}
 
 /// A `[out, in]` weight matrix in the interleaved 8-bit layout.
 pub struct Q8Matrix {
@@ -42,6 +82,9 @@ pub struct Q8Matrix {
     qs: Vec<[i8; 32]>,
     /// `[group][block]`: the 8 columns' scales.
     d: Vec<[f32; COLS]>,
+    /// `[group][block]`: -128 times each column's sum of weights over the block, which the
+    /// VNNI path starts from because it multiplies activations offset by 128 (unsigned).
+    bias: Vec<[i32; COLS]>,
 }
 
 /// One block's quantisation: values into `q`, returns the scale.
@@ -69,12 +112,14 @@ impl Q8Matrix {
         let steps = BLOCK / STEP;
         let mut qs = vec![[0i8; 32]; groups * blocks * steps];
         let mut d = vec![[0f32; COLS]; groups * blocks];
+        let mut bias = vec![[0i32; COLS]; groups * blocks];
         let mut q = [0i8; BLOCK];
         for col in 0..out {
             let (g, c) = (col / COLS, col % COLS);
             for b in 0..blocks {
                 let x = &w[col * inp + b * BLOCK..col * inp + (b + 1) * BLOCK];
                 d[g * blocks + b][c] = quantise_block(x, &mut q);
+                bias[g * blocks + b][c] = -128 * q.iter().map(|&v| v as i32).sum::<i32>();
                 for s in 0..steps {
                     let lanes = &mut qs[(g * blocks + b) * steps + s];
                     lanes[c * STEP..(c + 1) * STEP].copy_from_slice(&q[s * STEP..(s + 1) * STEP]);
@@ -88,6 +133,7 @@ impl Q8Matrix {
             groups,
             qs,
             d,
+            bias,
         })
     }
 
@@ -98,13 +144,14 @@ impl Q8Matrix {
     /// `x` is row-major `[rows, in]`; returns row-major `[rows, out]`.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.inp;
-        let acts = Activations::new(x, rows, self.inp);
+        let path = Path::detect();
+        let acts = Activations::new(x, rows, self.inp, path == Path::Vnni);
         // The work items are column groups; each range of groups fills its own buffer,
         // `[group][row]` lanes, copied into place below.
         let parts = pool::for_ranges(self.groups, |range| {
             let mut lanes = vec![[0f32; COLS]; range.len() * rows];
             for (g, out) in range.zip(lanes.chunks_mut(rows.max(1))) {
-                self.group(&acts, g, out);
+                self.group(path, &acts, g, out);
             }
             lanes
         });
@@ -121,26 +168,24 @@ impl Q8Matrix {
         y
     }
 
-    /// The weights and scales of column group `g`.
-    fn group_parts(&self, g: usize) -> (&[[i8; 32]], &[[f32; COLS]]) {
+    /// Rows `first..` of the activations against column group `g`.
+    fn tile<'a>(&'a self, acts: &'a Activations, g: usize, first: usize) -> Tile<'a> {
         let per_group = self.blocks * (BLOCK / STEP);
-        (
-            &self.qs[g * per_group..(g + 1) * per_group],
-            &self.d[g * self.blocks..(g + 1) * self.blocks],
-        )
+        let blocks = g * self.blocks..(g + 1) * self.blocks;
+        Tile {
+            weights: &self.qs[g * per_group..(g + 1) * per_group],
+            scales: &self.d[blocks.clone()],
+            bias: &self.bias[blocks],
+            acts,
+            first,
+        }
     }
 
     /// Every row against column group `g`, into `out` (`[rows]` of 8 lanes).
-    fn group(&self, acts: &Activations, g: usize, out: &mut [[f32; COLS]]) {
-        let (weights, scales) = self.group_parts(g);
-        for (i, out) in out.chunks_mut(ROW_TILE).enumerate() {
-            let tile = Tile {
-                weights,
-                scales,
-                acts,
-                first: i * ROW_TILE,
-            };
-            kernel(&tile, out);
+    fn group(&self, path: Path, acts: &Activations, g: usize, out: &mut [[f32; COLS]]) {
+        let rows = path.row_tile();
+        for (i, out) in out.chunks_mut(rows).enumerate() {
+            kernel(path, &self.tile(acts, g, i * rows), out);
         }
     }
 }
@@ -148,6 +193,8 @@ impl Q8Matrix {
 /// Activation rows quantised per block: bytes as i32 words (4 inputs each) and scales.
 struct Activations {
     blocks: usize,
+    /// `FLIP` where the words hold bytes offset by 128 (the VNNI path), else 0.
+    flip: i32,
     /// `[row][block][step]`.
     words: Vec<i32>,
     /// `[row][block]`.
@@ -157,16 +204,18 @@ struct Activations {
 impl Activations {
     /// Quantises `rows` rows of `inp` values. Under AVX the rounding is inlined rather than a
     /// call per value (the same rounding either way: half away from zero).
-    fn new(x: &[f32], rows: usize, inp: usize) -> Self {
+    /// With `offset`, each byte is stored plus 128 (unsigned), as the VNNI path multiplies.
+    fn new(x: &[f32], rows: usize, inp: usize, offset: bool) -> Self {
+        let flip = if offset { FLIP } else { 0 };
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| Self::quantise(x, rows, inp));
+            return simd.vectorize(|| Self::quantise(x, rows, inp, flip));
         }
-        Self::quantise(x, rows, inp)
+        Self::quantise(x, rows, inp, flip)
     }
 
     #[inline(always)]
-    fn quantise(x: &[f32], rows: usize, inp: usize) -> Self {
+    fn quantise(x: &[f32], rows: usize, inp: usize, flip: i32) -> Self {
         let blocks = inp / BLOCK;
         let steps = BLOCK / STEP;
         let mut words = vec![0i32; rows * blocks * steps];
@@ -183,28 +232,40 @@ impl Activations {
                         q[s * STEP + 2] as u8,
                         q[s * STEP + 3] as u8,
                     ];
-                    words[(r * blocks + b) * steps + s] = i32::from_le_bytes(bytes);
+                    words[(r * blocks + b) * steps + s] = i32::from_le_bytes(bytes) ^ flip;
                 }
             }
         }
-        Activations { blocks, words, d }
+        Activations {
+            blocks,
+            flip,
+            words,
+            d,
+        }
     }
 }
 
-/// Rows `first..first + out.len()` (at most `ROW_TILE`) of the activations against one
-/// column group's weights and scales.
+/// Rows `first..first + out.len()` (at most the path's row tile) of the activations against
+/// one column group's weights, scales and biases.
 #[derive(Clone, Copy)]
 struct Tile<'a> {
     weights: &'a [[i8; 32]],
     scales: &'a [[f32; COLS]],
+    bias: &'a [[i32; COLS]],
     acts: &'a Activations,
     first: usize,
 }
 
-fn kernel(tile: &Tile, out: &mut [[f32; COLS]]) {
+fn kernel(path: Path, tile: &Tile, out: &mut [[f32; COLS]]) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(|| kernel_avx2(simd, tile, out));
+    match path {
+        Path::Vnni => return vnni::kernel(tile, out),
+        Path::Avx2 => {
+            if let Some(simd) = pulp::x86::V3::try_new() {
+                return simd.vectorize(|| kernel_avx2(simd, tile, out));
+            }
+        }
+        Path::Scalar => {}
     }
     kernel_scalar(tile, out)
 }
@@ -215,6 +276,7 @@ fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
         scales,
         acts,
         first,
+        ..
     } = *tile;
     let steps = BLOCK / STEP;
     for (i, lanes) in out.iter_mut().enumerate() {
@@ -223,7 +285,7 @@ fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
         for (b, dw) in scales.iter().enumerate() {
             let mut sums = [0i32; COLS];
             for s in 0..steps {
-                let a = acts.words[(r * acts.blocks + b) * steps + s].to_le_bytes();
+                let a = (acts.words[(r * acts.blocks + b) * steps + s] ^ acts.flip).to_le_bytes();
                 let w = &weights[b * steps + s];
                 for (c, sum) in sums.iter_mut().enumerate() {
                     for j in 0..STEP {
@@ -280,6 +342,86 @@ fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
     }
 }
 
+/// The VNNI kernel: the one place in the workspace that calls a `#[target_feature]` function,
+/// which Rust only allows in `unsafe` (`pulp`, which wraps AVX2 safely, has no VNNI
+/// wrappers). Measured on the default model (2 cores, AVX-512 VNNI): see bench/README.md.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vnni {
+    use std::arch::x86_64::{__m256, __m256i};
+    use std::arch::x86_64::{
+        _mm256_add_epi32, _mm256_cvtepi32_ps, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_mul_ps,
+        _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps,
+    };
+
+    use bytemuck::cast;
+
+    use super::{BLOCK, COLS, STEP, Tile, VNNI_ROWS};
+
+    /// Only called by `super::kernel` on the path `Path::detect` chose.
+    pub(super) fn kernel(tile: &Tile, out: &mut [[f32; COLS]]) {
+        debug_assert!(std::arch::is_x86_feature_detected!("avx512vnni"));
+        // SAFETY: `Path::Vnni` is chosen only after run-time detection of every feature
+        // `kernel_vnni` enables (avx2, fma, avx512f via avx512vl, avx512vl, avx512vnni).
+        unsafe { kernel_vnni(tile, out) }
+    }
+
+    /// Activation bytes are offset by 128 (unsigned, as `vpdpbusd` wants) and each block's
+    /// sums start from the weights' bias (-128 times their sum), so the integer sums are the
+    /// same exact numbers the other paths compute. Few rows would leave the unit waiting on one
+    /// chain of dependent instructions, so they get several partial sums each (`C` chains,
+    /// added at the end of the block; integer, so the order does not matter).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    fn kernel_vnni(tile: &Tile, out: &mut [[f32; COLS]]) {
+        match out.len() {
+            1 => rows_chains::<1, 4>(tile, out),
+            2 => rows_chains::<2, 4>(tile, out),
+            3 | 4 => rows_chains::<4, 2>(tile, out),
+            _ => rows_chains::<VNNI_ROWS, 1>(tile, out),
+        }
+    }
+
+    /// Up to `R` rows (`out.len()`) with `C` chains of partial sums per row.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    fn rows_chains<const R: usize, const C: usize>(tile: &Tile, out: &mut [[f32; COLS]]) {
+        const STEPS: usize = BLOCK / STEP;
+        let (acts, first) = (tile.acts, tile.first);
+        let n = out.len().min(R);
+        // Each row's words and scales by block, so the loops below index nothing.
+        let rows: [usize; R] = std::array::from_fn(|i| first + i.min(n - 1));
+        let words = acts.words.as_chunks::<STEPS>().0;
+        let weights = tile.weights.as_chunks::<STEPS>().0;
+        let zero: __m256i = cast([0i32; COLS]);
+        let mut acc: [__m256; R] = [_mm256_setzero_ps(); R];
+        let blocks = weights.iter().zip(tile.scales).zip(tile.bias).enumerate();
+        for (b, ((w, dw), bias)) in blocks {
+            // This block's words of each row (one bounds check per row and block).
+            let a: [&[i32; STEPS]; R] = std::array::from_fn(|i| &words[rows[i] * acts.blocks + b]);
+            let mut sums: [[__m256i; R]; C] = [[zero; R]; C];
+            sums[0] = [cast(*bias); R];
+            for (s, w) in w.iter().enumerate() {
+                let w: __m256i = cast(*w);
+                for (sum, a) in sums[s % C].iter_mut().zip(a) {
+                    *sum = _mm256_dpbusd_epi32(*sum, _mm256_set1_epi32(a[s]), w);
+                }
+            }
+            let dw: __m256 = cast(*dw);
+            for (i, acc) in acc.iter_mut().enumerate().take(n) {
+                let mut sum = sums[0][i];
+                for chain in &sums[1..] {
+                    sum = _mm256_add_epi32(sum, chain[i]);
+                }
+                let da = _mm256_set1_ps(acts.d[rows[i] * acts.blocks + b]);
+                let scale = _mm256_mul_ps(dw, da);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, *acc);
+            }
+        }
+        for (lanes, a) in out.iter_mut().zip(acc) {
+            *lanes = cast(a);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,24 +466,27 @@ mod tests {
 
     #[test]
     fn the_vector_path_equals_the_scalar_path() {
-        let (out, inp, rows) = (16, 64, 5);
+        let (out, inp, rows) = (16, 64, 11);
         let m = Q8Matrix::quantise(&matrix(out, inp, 5), out, inp).expect("quantise");
-        let acts = Activations::new(&matrix(rows, inp, 6), rows, inp);
-        for g in 0..m.groups {
-            let (weights, scales) = m.group_parts(g);
-            for first in (0..rows).step_by(ROW_TILE) {
-                let n = ROW_TILE.min(rows - first);
-                let mut a = vec![[0f32; COLS]; n];
-                let mut b = vec![[0f32; COLS]; n];
-                let tile = Tile {
-                    weights,
-                    scales,
-                    acts: &acts,
-                    first,
-                };
-                kernel(&tile, &mut a);
-                kernel_scalar(&tile, &mut b);
-                assert_eq!(a, b);
+        let x = matrix(rows, inp, 6);
+        // The paths this CPU has: the detected one and every one below it.
+        let paths = match Path::detect() {
+            Path::Vnni => vec![Path::Vnni, Path::Avx2],
+            Path::Avx2 => vec![Path::Avx2],
+            Path::Scalar => vec![],
+        };
+        for path in paths {
+            let acts = Activations::new(&x, rows, inp, path == Path::Vnni);
+            for g in 0..m.groups {
+                for first in (0..rows).step_by(path.row_tile()) {
+                    let n = path.row_tile().min(rows - first);
+                    let mut a = vec![[0f32; COLS]; n];
+                    let mut b = vec![[0f32; COLS]; n];
+                    let tile = m.tile(&acts, g, first);
+                    kernel(path, &tile, &mut a);
+                    kernel_scalar(&tile, &mut b);
+                    assert_eq!(a, b, "{path:?}");
+                }
             }
         }
     }
