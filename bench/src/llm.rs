@@ -249,7 +249,7 @@ fn sentences(n: usize) -> Vec<String> {
 fn embeddings(dir: &std::path::Path) -> anyhow::Result<Vec<(usize, f64)>> {
     use mercato_content::llm::embed::Embedder;
     let rt = tokio::runtime::Runtime::new()?;
-    let e = Embedder::start(dir.to_path_buf(), Device::Cpu, 64);
+    let e = Embedder::start(dir.to_path_buf(), 64);
     e.wait_ready(std::time::Duration::from_secs(120))
         .map_err(|m| anyhow::anyhow!(m))?;
     let texts = sentences(256);

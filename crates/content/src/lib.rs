@@ -82,7 +82,6 @@ pub fn models(settings: &ContentSettings) -> anyhow::Result<(Engine, Embedder)> 
     });
     let embedder = Embedder::start(
         resolve_path(&settings.embedding_dir),
-        device,
         settings.queue_capacity,
     );
     models.insert(key, (engine.clone(), embedder.clone()));
