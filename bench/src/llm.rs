@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use mercato_content::llm::model::{Model, Row};
+use mercato_content::llm::model::{Model, Row, WeightFormat};
 use mercato_content::llm::sampling::argmax;
 use mercato_content::llm::{Message, TextCodec};
 
@@ -30,8 +30,8 @@ struct Args {
     url: Option<String>,
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
-    /// One part alone, for profiling: `embeddings`, or `decode` (the default weights' bare
-    /// loop at --batches).
+    /// One part alone, for profiling: `embeddings`, `prefill` (by prompt length), or `decode`
+    /// (the default weights' bare loop at --batches).
     #[arg(long)]
     only: Option<String>,
 }
@@ -92,6 +92,44 @@ fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result
         decode: (n * batch) as f64 / decode_secs,
         end_to_end: ((n + 1) * batch) as f64 / (prefill_secs + decode_secs),
     })
+}
+
+/// Prompt lengths of the prefill table.
+const PREFILL_LENGTHS: [usize; 4] = [32, 128, 256, 512];
+
+/// Prefill tokens/s of one prompt of `len` tokens (the bench prompt repeated) in one forward
+/// call, best of three.
+fn prefill(model: &Model, prompt: &[u32], len: usize) -> anyhow::Result<f64> {
+    let ids: Vec<u32> = prompt.iter().copied().cycle().take(len).collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut cache = model.new_cache(1)?;
+        let start = Instant::now();
+        model.forward(
+            &mut cache,
+            &[Row {
+                slot: 0,
+                tokens: &ids,
+                pos: 0,
+            }],
+        )?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(len as f64 / best)
+}
+
+/// Prefill tokens/s by prompt length for the 8-bit and f32 weights (where `hybrid` switches).
+fn print_prefill(path: &std::path::Path, prompt: &[u32]) -> anyhow::Result<()> {
+    println!("\n## Prefill by prompt length (one call, tokens/s)\n");
+    println!("| tokens | q8_0 | f32 | f32 vs q8_0 |");
+    println!("|---:|---:|---:|---:|");
+    let q8 = Model::load(path, "q8_0", usize::MAX, 2048, &Device::Cpu)?;
+    let f32 = Model::load(path, "f32", usize::MAX, 2048, &Device::Cpu)?;
+    for len in PREFILL_LENGTHS {
+        let (a, b) = (prefill(&q8, prompt, len)?, prefill(&f32, prompt, len)?);
+        println!("| {len} | {a:.0} | {b:.0} | {:.2}x |", b / a);
+    }
+    Ok(())
 }
 
 /// candle's stock quantised llama, single stream.
@@ -287,6 +325,7 @@ fn main() -> anyhow::Result<()> {
     match args.only.as_deref() {
         None => {}
         Some("embeddings") => return print_embeddings(),
+        Some("prefill") => return print_prefill(&path, &prompt),
         Some("decode") => {
             let model = Model::load(&path, "auto", usize::MAX, 2048, &Device::Cpu)?;
             for b in args.batches.split(',') {
@@ -295,7 +334,9 @@ fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Some(other) => anyhow::bail!("--only takes embeddings or decode, not {other:?}"),
+        Some(other) => {
+            anyhow::bail!("--only takes embeddings, prefill or decode, not {other:?}")
+        }
     }
     println!("# Language model benchmark\n");
     println!(
@@ -330,14 +371,22 @@ fn main() -> anyhow::Result<()> {
         "Decode columns count decode steps only; the last column is generated tokens over \
          prefill plus decode time, the work a request does through the API.\n"
     );
-    println!(
-        "| sequences | decode q8_0 | decode f32 | decode hybrid (the default) | default vs 1 sequence | default with prefill |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    let models: Vec<Model> = ["q8_0", "f32", "hybrid"]
+    let formats = ["q8_0", "f32", "hybrid"];
+    let models: Vec<Model> = formats
         .iter()
         .map(|f| Model::load(&path, f, usize::MAX, 2048, &Device::Cpu))
         .collect::<anyhow::Result<_>>()?;
+    // What `auto` picks on this CPU with the service's default memory limit.
+    let auto = WeightFormat::choose("auto", models[0].config.params, 2 << 30, &Device::Cpu)?;
+    let default = formats
+        .iter()
+        .position(|f| *f == auto.as_str())
+        .context("auto picks a format the bench measures")?;
+    println!(
+        "`auto` picks {} on this CPU.\n\n| sequences | decode q8_0 | decode f32 | decode hybrid | default vs 1 sequence | default with prefill |",
+        auto.as_str()
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     let mut bare = Vec::new();
     for b in args.batches.split(',') {
@@ -346,18 +395,20 @@ fn main() -> anyhow::Result<()> {
         for m in &models {
             row.push(ours(m, &prompt, b, args.tokens)?);
         }
-        let one = *base.get_or_insert(row[2].decode);
-        bare.push((b, row[2].decode, row[2].end_to_end));
+        let d = &row[default];
+        let one = *base.get_or_insert(d.decode);
+        bare.push((b, d.decode, d.end_to_end));
         println!(
             "| {b} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
             row[0].decode,
             row[1].decode,
             row[2].decode,
-            row[2].decode / one,
-            row[2].end_to_end
+            d.decode / one,
+            d.end_to_end
         );
     }
     drop(models);
+    print_prefill(&path, &prompt)?;
     print_embeddings()?;
     if let Some(url) = &args.url {
         let key = args

@@ -16,7 +16,9 @@ fn model_path() -> PathBuf {
 fn engine(max_batch: usize, prefill_chunk: usize) -> Engine {
     let engine = Engine::start(EngineSpec {
         model_path: model_path(),
-        weights: "auto".into(),
+        // Both CPU kernels (the 8-bit one and the f32 GEMM for long prefill chunks); `auto`
+        // is one of them or this pair, by CPU.
+        weights: "hybrid".into(),
         f32_limit_bytes: 2 << 30,
         max_context: 1024,
         max_new_tokens: 256,

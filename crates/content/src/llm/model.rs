@@ -39,11 +39,13 @@ impl Arch {
 /// How the weight matrices are held in memory.
 ///
 /// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
-/// (`q8`) is the fastest decode path at every batch size and the fastest prefill up to about
-/// 190 tokens per chunk, beyond which candle's f32 GEMM over pre-transposed weights gains
-/// ~10%. `Hybrid` keeps both and uses the GEMM only for prefill chunks of `DENSE_FROM_ROWS`+
-/// tokens: which path a row takes depends only on its own prompt, never on how many others
-/// share the step, so the same prompt and seed give the same text under any load.
+/// (`q8`) is the fastest decode path at every batch size. Where it runs on AVX-512 VNNI it is
+/// also the fastest prefill at every length (1.4-2.4x candle's f32 GEMM up to 512 tokens), so
+/// `auto` holds the 8-bit copy only. With AVX2 alone it prefills faster up to about 190 tokens
+/// per chunk, beyond which the f32 GEMM over pre-transposed weights gains ~10%: `Hybrid`
+/// keeps both and uses the GEMM only for prefill chunks of `DENSE_FROM_ROWS`+ tokens. Which
+/// path a row takes depends only on its own prompt, never on how many others share the step,
+/// so the same prompt and seed give the same text under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
@@ -58,18 +60,26 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// `auto` is `hybrid` when the model's f32 copy stays under `f32_limit_bytes`, `file`
-    /// otherwise.
-    pub fn choose(requested: &str, params: usize, f32_limit_bytes: usize) -> anyhow::Result<Self> {
+    /// `auto` is `file` when the model's f32 copy would exceed `f32_limit_bytes`; otherwise
+    /// `q8_0` on a CPU whose 8-bit kernel has VNNI (fastest at every prompt length there),
+    /// `hybrid` elsewhere.
+    pub fn choose(
+        requested: &str,
+        params: usize,
+        f32_limit_bytes: usize,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         match requested {
             "f32" => Ok(WeightFormat::F32),
             "q8_0" => Ok(WeightFormat::Q8),
             "file" => Ok(WeightFormat::File),
             "hybrid" => Ok(WeightFormat::Hybrid),
-            "auto" => Ok(if params.saturating_mul(4) <= f32_limit_bytes {
-                WeightFormat::Hybrid
-            } else {
+            "auto" => Ok(if params.saturating_mul(4) > f32_limit_bytes {
                 WeightFormat::File
+            } else if device.is_cpu() && q8::has_vnni() {
+                WeightFormat::Q8
+            } else {
+                WeightFormat::Hybrid
             }),
             other => {
                 anyhow::bail!("weights must be auto, hybrid, f32, q8_0 or file, not {other:?}")
@@ -87,8 +97,8 @@ impl WeightFormat {
     }
 }
 
-/// Prefill chunk length from which `Hybrid` uses the f32 GEMM (measured crossover: the 8-bit
-/// kernel prefills 256 tokens/s at 129 tokens against the GEMM's 221, 274 against 300 at 249).
+/// Prefill chunk length from which `Hybrid` uses the f32 GEMM (measured crossover with the
+/// AVX2 kernel: 256 tokens/s at 129 tokens against the GEMM's 221, 274 against 300 at 249).
 pub const DENSE_FROM_ROWS: usize = 192;
 
 /// Shape of the network, read from the GGUF metadata.
@@ -295,7 +305,7 @@ impl Model {
             .map_err(|e| anyhow::anyhow!("cannot open model {}: {e}", path.display()))?;
         let ct = gguf_file::Content::read(&mut file)?;
         let config = Config::from_gguf(&ct)?;
-        let format = WeightFormat::choose(weights, config.params, f32_limit_bytes)?;
+        let format = WeightFormat::choose(weights, config.params, f32_limit_bytes, device)?;
         let mut tensor = |name: &str| -> anyhow::Result<QTensor> {
             ct.tensor(&mut file, name, device)
                 .map_err(|e| anyhow::anyhow!("tensor {name}: {e}"))

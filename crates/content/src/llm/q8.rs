@@ -46,6 +46,11 @@ enum Path {
     Scalar,
 }
 
+/// Whether this CPU runs the VNNI kernel.
+pub fn has_vnni() -> bool {
+    Path::detect() == Path::Vnni
+}
+
 impl Path {
     fn detect() -> Path {
         #[cfg(target_arch = "x86_64")]
