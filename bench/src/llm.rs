@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use mercato_content::llm::model::{Model, Row, WeightFormat};
-use mercato_content::llm::sampling::argmax;
-use mercato_content::llm::{Message, TextCodec};
+use mercato_content::inference::model::{Model, Row, WeightFormat};
+use mercato_content::inference::sampling::argmax;
+use mercato_content::inference::{Message, TextCodec};
 
 #[derive(Parser)]
 struct Args {
@@ -285,7 +285,7 @@ fn sentences(n: usize) -> Vec<String> {
 
 /// Sentences per second of our embedding worker at batch 1 and 32.
 fn embeddings(dir: &std::path::Path) -> anyhow::Result<Vec<(usize, f64)>> {
-    use mercato_content::llm::embed::Embedder;
+    use mercato_content::inference::embed::Embedder;
     let rt = tokio::runtime::Runtime::new()?;
     let e = Embedder::start(dir.to_path_buf(), 64);
     e.wait_ready(std::time::Duration::from_secs(120))
@@ -317,7 +317,7 @@ fn print_embeddings() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     // As the service does (see `settle_thread_count`), so the figures are the service's.
-    mercato_content::llm::settle_thread_count();
+    mercato_content::inference::settle_thread_count();
     let args = Args::parse();
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
     let codec = TextCodec::from_gguf_path(&path).context("reading the tokenizer")?;

@@ -24,14 +24,14 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod db;
 pub mod domain;
+pub mod inference;
 pub mod jobs;
-pub mod llm;
 pub mod routes;
 mod state;
 
 pub use state::AppState;
 
-use llm::{Engine, EngineLimits, EngineSpec, embed::Embedder};
+use inference::{Engine, EngineLimits, EngineSpec, embed::Embedder};
 
 /// Every route of the service, before its state is applied.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -66,7 +66,7 @@ pub fn models(settings: &ContentSettings) -> anyhow::Result<(Engine, Embedder)> 
     if let Some(m) = models.get(&key) {
         return Ok(m.clone());
     }
-    let device = llm::device(&settings.device)?;
+    let device = inference::device(&settings.device)?;
     let engine = Engine::start(EngineSpec {
         model_path: resolve_path(&settings.model_path),
         weights: settings.weights.clone(),

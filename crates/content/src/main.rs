@@ -1,7 +1,7 @@
 //! `mercato-content`: the content service on its own (distributed mode).
 
 fn main() -> anyhow::Result<()> {
-    mercato_content::llm::settle_thread_count();
+    mercato_content::inference::settle_thread_count();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use mercato_platform::settings::Settings;
 use sqlx::PgPool;
 
-use crate::llm::{Engine, embed::Embedder};
+use crate::inference::{Engine, embed::Embedder};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mercato_content::llm::model::DENSE_FROM_ROWS;
-use mercato_content::llm::{Engine, EngineLimits, EngineSpec, Message, Sampling};
+use mercato_content::inference::model::DENSE_FROM_ROWS;
+use mercato_content::inference::{Engine, EngineLimits, EngineSpec, Message, Sampling};
 
 fn model_path() -> PathBuf {
     mercato_platform::settings::resolve_path(
@@ -178,7 +178,10 @@ async fn seeds_repeat_inside_a_batch_and_stop_strings_cut() {
         )
         .await
         .expect("stopped");
-    assert_eq!(cut.finish_reason, mercato_content::llm::FinishReason::Stop);
+    assert_eq!(
+        cut.finish_reason,
+        mercato_content::inference::FinishReason::Stop
+    );
     assert!(!cut.text.contains(&word));
     assert!(greedy.text.starts_with(&cut.text));
 }
@@ -196,7 +199,7 @@ async fn dropping_the_receiver_cancels_and_a_full_queue_refuses() {
     for _ in 0..200 {
         match e.submit(inputs[1].clone(), Sampling::greedy(1)) {
             Ok(rx) => held.push(rx),
-            Err(mercato_content::llm::SubmitError::Busy) => {
+            Err(mercato_content::inference::SubmitError::Busy) => {
                 refused = true;
                 break;
             }
@@ -211,8 +214,8 @@ async fn dropping_the_receiver_cancels_and_a_full_queue_refuses() {
     let mut attempts = 0;
     let out = loop {
         match e.generate(inputs[1].clone(), Sampling::greedy(4)).await {
-            Err(mercato_content::llm::engine::GenerateError::Submit(
-                mercato_content::llm::SubmitError::Busy,
+            Err(mercato_content::inference::engine::GenerateError::Submit(
+                mercato_content::inference::SubmitError::Busy,
             )) if attempts < 100 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -240,10 +243,10 @@ async fn waiting_requests_keep_their_order_when_a_sequence_leaves() {
             let e = e.clone();
             let p = inputs[i].clone();
             let rx = e.submit(p, Sampling::greedy(2)).expect("queued");
-            tokio::spawn(mercato_content::llm::engine::collect(rx))
+            tokio::spawn(mercato_content::inference::engine::collect(rx))
         })
         .collect();
-    mercato_content::llm::engine::collect(first)
+    mercato_content::inference::engine::collect(first)
         .await
         .expect("first");
     let mut ttft = Vec::new();

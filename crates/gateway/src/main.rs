@@ -47,7 +47,7 @@ enum Mode {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, None | Some(Command::Serve { .. })) {
-        mercato_content::llm::settle_thread_count();
+        mercato_content::inference::settle_thread_count();
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

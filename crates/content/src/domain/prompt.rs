@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::domain::channel::Channel;
-use crate::llm::Message;
+use crate::inference::Message;
 
 /// Changes whenever the wording below changes; stored with every generated text.
 pub const PROMPT_VERSION: &str = "copy-2026-11-28";

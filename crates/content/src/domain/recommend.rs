@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::llm::embed::cosine;
+use crate::inference::embed::cosine;
 
 /// Weights of the three signals in the score.
 pub const W_SIMILARITY: f64 = 0.55;

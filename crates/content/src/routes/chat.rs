@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    llm::{Event, FinishReason, Message, Sampling},
+    inference::{Event, FinishReason, Message, Sampling},
     state::AppState,
 };
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     db,
     domain::recommend::{self, History, Recommendation},
-    llm::embed::EmbedError,
+    inference::embed::EmbedError,
     state::AppState,
 };
 

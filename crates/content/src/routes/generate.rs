@@ -34,7 +34,7 @@ use crate::{
         prompt::{self, Brief, Fact, PROMPT_VERSION, Product, Voice},
         template::{self, TemplateCustomer, TemplateProduct, Vars},
     },
-    llm::{Engine, Event, FinishReason, Sampling, SubmitError},
+    inference::{Engine, Event, FinishReason, Sampling, SubmitError},
     state::AppState,
 };
 

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    llm::engine::{ModelInfo, StatsSnapshot},
+    inference::engine::{ModelInfo, StatsSnapshot},
     state::AppState,
 };
 

@@ -15,9 +15,10 @@
 //! alone or in a batch of 32, which candle's quantised kernels also give, and the weights are
 //! read once per group of rows instead of once per row.
 //!
-//! The AVX2 path runs where the CPU has AVX2 and FMA (detected at run time, safe intrinsics
-//! through `pulp`); elsewhere a scalar path computes the same numbers, bit for bit (integer
-//! sums, then the same fused multiply-adds).
+//! Three paths, chosen at run time, compute the same numbers bit for bit (integer sums, then
+//! the same fused multiply-adds): AVX-512 VNNI (one `vpdpbusd` per four inputs of eight
+//! columns and row, about twice the AVX2 path's throughput on batches; `mod vnni`), AVX2 and
+//! FMA (safe intrinsics through `pulp`), and scalar code elsewhere.
 
 use bytemuck::cast;
 
@@ -207,39 +208,36 @@ struct Activations {
 }
 
 impl Activations {
-    /// Quantises `rows` rows of `inp` values. Under AVX the rounding is inlined rather than a
-    /// call per value (the same rounding either way: half away from zero).
-    /// With `offset`, each byte is stored plus 128 (unsigned), as the VNNI path multiplies.
+    /// Quantises `rows` rows of `inp` values (rounding half to even). With `offset`, each byte
+    /// is stored plus 128 (unsigned), as the VNNI path multiplies. This is serial work on the
+    /// calling thread, so it runs with explicit AVX2 where the CPU has it; the scalar path
+    /// gives the same bytes.
     fn new(x: &[f32], rows: usize, inp: usize, offset: bool) -> Self {
         let flip = if offset { FLIP } else { 0 };
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| Self::quantise(x, rows, inp, flip));
+            return simd.vectorize(|| {
+                Self::quantise(x, rows, inp, flip, |b| quantise_words_avx2(simd, b, flip))
+            });
         }
-        Self::quantise(x, rows, inp, flip)
+        Self::quantise(x, rows, inp, flip, |b| quantise_words(b, flip))
     }
 
     #[inline(always)]
-    fn quantise(x: &[f32], rows: usize, inp: usize, flip: i32) -> Self {
+    fn quantise(
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        flip: i32,
+        block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP]),
+    ) -> Self {
         let blocks = inp / BLOCK;
-        let steps = BLOCK / STEP;
-        let mut words = vec![0i32; rows * blocks * steps];
-        let mut d = vec![0f32; rows * blocks];
-        let mut q = [0i8; BLOCK];
-        for r in 0..rows {
-            for b in 0..blocks {
-                let start = r * inp + b * BLOCK;
-                d[r * blocks + b] = quantise_block(&x[start..start + BLOCK], &mut q);
-                for s in 0..steps {
-                    let bytes = [
-                        q[s * STEP] as u8,
-                        q[s * STEP + 1] as u8,
-                        q[s * STEP + 2] as u8,
-                        q[s * STEP + 3] as u8,
-                    ];
-                    words[(r * blocks + b) * steps + s] = i32::from_le_bytes(bytes) ^ flip;
-                }
-            }
+        let mut words = Vec::with_capacity(rows * blocks * (BLOCK / STEP));
+        let mut d = Vec::with_capacity(rows * blocks);
+        for b in x[..rows * inp].as_chunks::<BLOCK>().0 {
+            let (scale, w) = block(b);
+            d.push(scale);
+            words.extend_from_slice(&w);
         }
         Activations {
             blocks,
@@ -248,6 +246,59 @@ impl Activations {
             d,
         }
     }
+}
+
+/// One block's scale and bytes (four per word, XORed with `flip`), rounding half to even.
+fn quantise_words(x: &[f32; BLOCK], flip: i32) -> (f32, [i32; BLOCK / STEP]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (d, id) = scales(amax);
+    let mut words = [0i32; BLOCK / STEP];
+    for (w, four) in words.iter_mut().zip(x.as_chunks::<STEP>().0) {
+        let bytes = four.map(|v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i8 as u8);
+        *w = i32::from_le_bytes(bytes) ^ flip;
+    }
+    (d, words)
+}
+
+/// A block's scale and its inverse from its largest magnitude.
+#[inline(always)]
+fn scales(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// `quantise_words` with AVX2: the products convert to integers in the default rounding mode
+/// (half to even), and saturating packs narrow them to bytes in input order.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn quantise_words_avx2(
+    simd: pulp::x86::V3,
+    x: &[f32; BLOCK],
+    flip: i32,
+) -> (f32, [i32; BLOCK / STEP]) {
+    use std::arch::x86_64::{__m256, __m256i};
+    let v: [__m256; 4] = cast(*x);
+    let sign = simd.avx._mm256_set1_ps(-0.0);
+    let abs = v.map(|v| simd.avx._mm256_andnot_ps(sign, v));
+    let max = simd.avx._mm256_max_ps(
+        simd.avx._mm256_max_ps(abs[0], abs[1]),
+        simd.avx._mm256_max_ps(abs[2], abs[3]),
+    );
+    let lanes: [f32; 8] = cast(max);
+    let (d, id) = scales(lanes.iter().fold(0f32, |m, v| m.max(*v)));
+    let id = simd.avx._mm256_set1_ps(id);
+    let q = v.map(|v| simd.avx._mm256_cvtps_epi32(simd.avx._mm256_mul_ps(v, id)));
+    // Packing works within 128-bit halves: the four-byte groups come out as inputs
+    // 0-3, 8-11, 16-19, 24-27, 4-7, 12-15, 20-23, 28-31, and the permutation restores order.
+    let lo = simd.avx2._mm256_packs_epi32(q[0], q[1]);
+    let hi = simd.avx2._mm256_packs_epi32(q[2], q[3]);
+    let bytes = simd.avx2._mm256_packs_epi16(lo, hi);
+    let order: __m256i = cast([0i32, 4, 1, 5, 2, 6, 3, 7]);
+    let bytes = simd.avx2._mm256_permutevar8x32_epi32(bytes, order);
+    let bytes = simd
+        .avx2
+        ._mm256_xor_si256(bytes, simd.avx._mm256_set1_epi32(flip));
+    (d, cast(bytes))
 }
 
 /// Rows `first..first + out.len()` (at most the path's row tile) of the activations against
@@ -493,6 +544,39 @@ mod tests {
                     assert_eq!(a, b, "{path:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn activations_quantise_the_same_with_and_without_avx() {
+        let mut x = matrix(3, 96, 7);
+        // Exact halves, which the two paths must round alike (to even).
+        // Block 0's scale is 0.5: x / 0.5 of 63.5, -0.25 and 0.75 are 127, -0.5 and 1.5.
+        x[0] = 63.5;
+        x[1] = -0.25;
+        x[2] = 0.75;
+        x[64..96].iter_mut().for_each(|v| *v = 0.0);
+        for flip in [0, FLIP] {
+            let scalar: Vec<_> = x
+                .as_chunks::<BLOCK>()
+                .0
+                .iter()
+                .map(|b| quantise_words(b, flip))
+                .collect();
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = pulp::x86::V3::try_new() {
+                let avx: Vec<_> = x
+                    .as_chunks::<BLOCK>()
+                    .0
+                    .iter()
+                    .map(|b| simd.vectorize(|| quantise_words_avx2(simd, b, flip)))
+                    .collect();
+                assert_eq!(avx, scalar);
+            }
+            let (d, words) = scalar[0];
+            assert_eq!(d, 0.5);
+            let bytes = (words[0] ^ flip).to_le_bytes().map(|b| b as i8);
+            assert_eq!(bytes[..3], [127, 0, 2]);
         }
     }
 

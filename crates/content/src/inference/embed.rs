@@ -2,11 +2,15 @@
 //! text's tokens, L2-normalised. A dedicated thread owns the model; requests waiting together
 //! are merged into one batch.
 //!
-//! The encoder is the project's own, on candle tensors: the texts of a batch are packed one
-//! after another with no padding at all (the tokenizer file's fixed 128 is switched off), so
-//! every matrix product runs over real tokens only; the query, key and value projections are
-//! one product; attention runs per (text, head) over exactly that text's tokens on candle's
-//! thread pool (`attend::attention`), which needs no mask.
+//! The encoder is the project's own and runs on the CPU over plain slices (candle only reads
+//! the safetensors file): the texts of a batch are packed one after another with no padding at
+//! all (the tokenizer file's fixed 128 is switched off), so every matrix product runs over
+//! real tokens only; the products are the project's f32 kernel (`gemm`) with the bias and,
+//! for the feed-forward layer, the activation applied on the thread that computed them; the
+//! query, key and value projections are one product; attention runs per (text, head) over
+//! exactly that text's tokens on candle's thread pool (`attend::attention`), which needs no
+//! mask; residual adds are fused into the layer norms. No step mixes rows of different texts,
+//! so a text's vector does not depend on what else shares its batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
