@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use super::attend;
 use super::engine::SubmitError;
 use super::gemm::Dense;
+use super::math::{erf, exp};
 
 /// Texts embedded per forward pass at most.
 pub const MAX_BATCH: usize = 64;
@@ -377,47 +378,6 @@ fn activate_values(act: HiddenAct, x: &mut [f32]) {
     }
 }
 
-/// erf(x) to within 5e-7 (Abramowitz and Stegun 7.1.26, 1.5e-7, plus f32 rounding), without
-/// branches.
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
-    let poly = t * 1.061_405_4f32
-        .mul_add(t, -1.453_152)
-        .mul_add(t, 1.421_413_7)
-        .mul_add(t, -0.284_496_74)
-        .mul_add(t, 0.254_829_6);
-    (1.0 - poly * exp(-a * a)).copysign(x)
-}
-
-/// e^x for x in [-87, 88] (clamped), to about 2 ulp: 2^n times a polynomial on the rest
-/// (Cephes' expf coefficients). No branches and no float-to-int casts (Rust's saturating
-/// casts keep the compiler from vectorising): n is rounded with the 1.5 * 2^23 trick and 2^n
-/// built from its bits.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let shifted = x.mul_add(std::f32::consts::LOG2_E, SHIFT);
-    let n = shifted - SHIFT;
-    let r = n.mul_add(-0.693_359_4, x);
-    let r = n.mul_add(2.121_944_4e-4, r);
-    let p = 1.987_569_1e-4f32
-        .mul_add(r, 1.398_199_9e-3)
-        .mul_add(r, 8.333_452e-3)
-        .mul_add(r, 4.166_579_6e-2)
-        .mul_add(r, 0.166_666_65)
-        .mul_add(r, 0.5);
-    let e = p.mul_add(r * r, r) + 1.0;
-    let two_n = shifted
-        .to_bits()
-        .wrapping_sub(SHIFT.to_bits())
-        .wrapping_add(127)
-        << 23;
-    e * f32::from_bits(two_n)
-}
-
 fn run(dir: &Path, state: &RwLock<Loaded>, rx: &Receiver<Job>) {
     let model = match load(dir) {
         Ok((m, dim)) => {
@@ -518,19 +478,4 @@ impl Model {
 /// Cosine similarity of two unit vectors.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn erf_and_exp_match_the_library() {
-        for i in -4000..=4000 {
-            let x = i as f32 / 500.0;
-            let exact = libm::erf(x as f64);
-            assert!((super::erf(x) as f64 - exact).abs() < 5e-7, "erf({x})");
-            let y = x * 10.0;
-            let e = (y as f64).exp();
-            assert!(((super::exp(y) as f64) - e).abs() <= 4e-7 * e, "exp({y})");
-        }
-    }
 }

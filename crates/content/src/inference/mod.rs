@@ -5,6 +5,7 @@ pub mod attend;
 pub mod embed;
 pub mod engine;
 pub mod gemm;
+pub mod math;
 pub mod model;
 pub mod pool;
 pub mod q8;

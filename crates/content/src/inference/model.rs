@@ -264,8 +264,9 @@ struct Layer {
     down: Linear,
 }
 
-/// How one forward call attends: each row's (cache slot, length) for decode steps read from
-/// the cache, or an additive mask `[rows, 1, rep * tokens, longest]` for tensor attention.
+/// How one forward call attends: on the CPU, each row's (cache slot, first new position),
+/// read from the cache; elsewhere an additive mask `[rows, 1, rep * tokens, longest]` for
+/// tensor attention.
 enum Attention {
     FromCache(Vec<(usize, usize)>),
     Masked(Tensor),
@@ -414,10 +415,10 @@ impl Model {
         }
         let cos = Tensor::stack(&cos, 0)?;
         let sin = Tensor::stack(&sin, 0)?;
-        // Decode steps on the CPU attend straight from the cache (`attend`); the rest use
-        // tensor operations with an additive mask.
-        let attention = if t == 1 && self.device.is_cpu() {
-            Attention::FromCache(rows.iter().map(|r| (r.slot, r.pos + 1)).collect())
+        // On the CPU every call attends straight from the cache (`attend`); elsewhere tensor
+        // operations with an additive mask.
+        let attention = if self.device.is_cpu() {
+            Attention::FromCache(rows.iter().map(|r| (r.slot, r.pos)).collect())
         } else {
             let mut mask = vec![0f32; b * rep * t * longest];
             for (i, r) in rows.iter().enumerate() {
@@ -478,8 +479,8 @@ impl Model {
             let y = match &attention {
                 Attention::FromCache(seqs) => {
                     let q = q.flatten_all()?.to_vec1::<f32>()?;
-                    let y = attend::decode(&q, seqs, &cache.k[l], &cache.v[l], shape)?;
-                    Tensor::from_vec(y, (b, heads * hd), &self.device)?
+                    let y = attend::from_cache(&q, t, seqs, &cache.k[l], &cache.v[l], shape)?;
+                    Tensor::from_vec(y, (b * t, heads * hd), &self.device)?
                 }
                 Attention::Masked(mask) => {
                     let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
