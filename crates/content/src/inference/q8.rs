@@ -32,8 +32,9 @@ const COLS: usize = 8;
 const STEP: usize = 4;
 /// Activation rows handled together while a group's weights are hot (AVX2 and scalar paths).
 const ROW_TILE: usize = 4;
-/// The same for the VNNI path, whose one instruction per step leaves registers for more rows.
-const VNNI_ROWS: usize = 8;
+/// The same for the VNNI path: one instruction per step and AVX-512's 32 registers leave room
+/// for more rows (16 against 8 measured +10-20% at 16 sequences, noisy).
+const VNNI_ROWS: usize = 16;
 /// XOR with this word turns four signed bytes into four bytes offset by 128 and back.
 const FLIP: i32 = 0x8080_8080_u32 as i32;
 
@@ -433,6 +434,7 @@ mod vnni {
             1 => rows_chains::<1, 4>(tile, out),
             2 => rows_chains::<2, 4>(tile, out),
             3 | 4 => rows_chains::<4, 2>(tile, out),
+            5..=8 => rows_chains::<8, 1>(tile, out),
             _ => rows_chains::<VNNI_ROWS, 1>(tile, out),
         }
     }
@@ -522,16 +524,20 @@ mod tests {
 
     #[test]
     fn the_vector_path_equals_the_scalar_path() {
-        let (out, inp, rows) = (16, 64, 11);
+        let (out, inp) = (16, 64);
         let m = Q8Matrix::quantise(&matrix(out, inp, 5), out, inp).expect("quantise");
-        let x = matrix(rows, inp, 6);
-        // The paths this CPU has: the detected one and every one below it.
+        // The paths this CPU has: the detected one and every one below it; the row counts
+        // reach every row-tile shape of each.
         let paths = match Path::detect() {
             Path::Vnni => vec![Path::Vnni, Path::Avx2],
             Path::Avx2 => vec![Path::Avx2],
             Path::Scalar => vec![],
         };
-        for path in paths {
+        let cases = paths
+            .into_iter()
+            .flat_map(|p| [1, 2, 3, 4, 7, 16, 21].map(|rows| (p, rows)));
+        for (path, rows) in cases {
+            let x = matrix(rows, inp, 6 + rows as u64);
             let acts = Activations::new(&x, rows, inp, path == Path::Vnni);
             for g in 0..m.groups {
                 for first in (0..rows).step_by(path.row_tile()) {
