@@ -35,16 +35,17 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// Packs a row-major `[out, in]` weight (a linear layer's layout) and its `[out]` bias;
-    /// `out` must be a multiple of 16.
+    /// Packs a row-major `[out, in]` weight (a linear layer's layout) and its `[out]` bias.
+    /// The last panel is padded with zero columns when `out` is not a multiple of 16.
     pub fn pack(w: &[f32], bias: &[f32], out: usize, inp: usize) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            out.is_multiple_of(NR) && inp > 0 && w.len() == out * inp && bias.len() == out,
-            "a packed matrix needs outputs in multiples of {NR} ({out} x {inp}, {} weights, {} biases)",
+            out > 0 && inp > 0 && w.len() == out * inp && bias.len() == out,
+            "a {out} x {inp} matrix needs {} weights and {out} biases, not {} and {}",
+            out * inp,
             w.len(),
             bias.len()
         );
-        let mut panels = vec![[0f32; NR]; out / NR * inp];
+        let mut panels = vec![[0f32; NR]; out.div_ceil(NR) * inp];
         for (col, row) in w.chunks(inp).enumerate() {
             let (p, c) = (col / NR, col % NR);
             for (i, v) in row.iter().enumerate() {
@@ -55,7 +56,7 @@ impl Dense {
             .chunks(NR)
             .map(|b| {
                 let mut lanes = [0f32; NR];
-                lanes.copy_from_slice(b);
+                lanes[..b.len()].copy_from_slice(b);
                 lanes
             })
             .collect();
@@ -80,7 +81,7 @@ impl Dense {
     /// activation, elementwise: it sees them in no particular order or grouping).
     pub fn matmul_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
         let rows = x.len() / self.inp;
-        let panels = self.out / NR;
+        let panels = self.out.div_ceil(NR);
         // Work items are panels; each range fills `[panel][row]` lanes, copied into place.
         let parts = pool::for_ranges(panels, |range| {
             let mut lanes = vec![[0f32; NR]; range.len() * rows];
@@ -101,8 +102,9 @@ impl Dense {
         for (start, lanes) in parts {
             for (i, per_row) in lanes.chunks(rows.max(1)).enumerate() {
                 let col = (start + i) * NR;
+                let n = NR.min(self.out - col);
                 for (r, l) in per_row.iter().enumerate() {
-                    y[r * self.out + col..r * self.out + col + NR].copy_from_slice(l);
+                    y[r * self.out + col..r * self.out + col + n].copy_from_slice(&l[..n]);
                 }
             }
         }
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn equals_the_float_product() {
-        let (out, inp, rows) = (32, 40, 13);
+        let (out, inp, rows) = (37, 40, 13);
         let (w, b, x) = (values(out * inp, 1), values(out, 2), values(rows * inp, 3));
         let y = Dense::pack(&w, &b, out, inp).expect("pack").matmul(&x);
         for r in 0..rows {
@@ -210,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_outputs_that_are_not_whole_panels() {
-        assert!(Dense::pack(&[0.0; 24], &[0.0; 12], 12, 2).is_err());
+    fn rejects_weights_of_the_wrong_size() {
+        assert!(Dense::pack(&[0.0; 24], &[0.0; 12], 12, 3).is_err());
     }
 }

@@ -445,7 +445,7 @@ mod vnni {
         const STEPS: usize = BLOCK / STEP;
         let (acts, first) = (tile.acts, tile.first);
         let n = out.len().min(R);
-        // Each row's words and scales by block, so the loops below index nothing.
+        // The tile's rows (a short tile repeats its last row; only `n` results are kept).
         let rows: [usize; R] = std::array::from_fn(|i| first + i.min(n - 1));
         let words = acts.words.as_chunks::<STEPS>().0;
         let weights = tile.weights.as_chunks::<STEPS>().0;
