@@ -119,14 +119,12 @@ fn prefill(model: &Model, prompt: &[u32], len: usize) -> anyhow::Result<f64> {
 }
 
 /// Prefill tokens/s by prompt length for the 8-bit and f32 weights (where `hybrid` switches).
-fn print_prefill(path: &std::path::Path, prompt: &[u32]) -> anyhow::Result<()> {
+fn print_prefill(q8: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> {
     println!("\n## Prefill by prompt length (one call, tokens/s)\n");
     println!("| tokens | q8_0 | f32 | f32 vs q8_0 |");
     println!("|---:|---:|---:|---:|");
-    let q8 = Model::load(path, "q8_0", usize::MAX, 2048, &Device::Cpu)?;
-    let f32 = Model::load(path, "f32", usize::MAX, 2048, &Device::Cpu)?;
     for len in PREFILL_LENGTHS {
-        let (a, b) = (prefill(&q8, prompt, len)?, prefill(&f32, prompt, len)?);
+        let (a, b) = (prefill(q8, prompt, len)?, prefill(f32, prompt, len)?);
         println!("| {len} | {a:.0} | {b:.0} | {:.2}x |", b / a);
     }
     Ok(())
@@ -325,7 +323,10 @@ fn main() -> anyhow::Result<()> {
     match args.only.as_deref() {
         None => {}
         Some("embeddings") => return print_embeddings(),
-        Some("prefill") => return print_prefill(&path, &prompt),
+        Some("prefill") => {
+            let load = |format| Model::load(&path, format, usize::MAX, 2048, &Device::Cpu);
+            return print_prefill(&load("q8_0")?, &load("f32")?, &prompt);
+        }
         Some("decode") => {
             let model = Model::load(&path, "auto", usize::MAX, 2048, &Device::Cpu)?;
             for b in args.batches.split(',') {
@@ -408,8 +409,9 @@ fn main() -> anyhow::Result<()> {
             d.end_to_end
         );
     }
+    // The same q8_0 and f32 models (`formats` order).
+    print_prefill(&models[0], &models[1], &prompt)?;
     drop(models);
-    print_prefill(&path, &prompt)?;
     print_embeddings()?;
     if let Some(url) = &args.url {
         let key = args

@@ -214,4 +214,40 @@ mod tests {
             from_cache(&q[heads * hd..], 1, &seqs[1..], &keys, &values, shape).expect("alone");
         assert_eq!(alone, got[heads * hd..]);
     }
+
+    #[test]
+    fn new_tokens_of_a_chunk_see_exactly_the_positions_before_them() {
+        let (slots, kvh, cap, hd, heads, tokens) = (2, 2, 10, 8, 4, 3);
+        let mut rng = mercato_platform::random::SplitMix64::new(11);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
+        let cache = |v: Vec<f32>| Tensor::from_vec(v, (slots, kvh, cap, hd), &Device::Cpu);
+        let keys = cache(draw(slots * kvh * cap * hd)).expect("k");
+        let values = cache(draw(slots * kvh * cap * hd)).expect("v");
+        // `[rows, heads, tokens, hd]`: two rows of three new tokens.
+        let q = draw(2 * heads * tokens * hd);
+        let seqs = [(1, 4), (0, 2)];
+        let shape = Heads {
+            heads,
+            kv_heads: kvh,
+            head_dim: hd,
+            scale: 0.25,
+        };
+        let chunk = from_cache(&q, tokens, &seqs, &keys, &values, shape).expect("chunk");
+        // Token j of a row is the same as one new token at position pos + j.
+        for (row, &(slot, pos)) in seqs.iter().enumerate() {
+            for j in 0..tokens {
+                let one: Vec<f32> = (0..heads)
+                    .flat_map(|h| {
+                        let at = ((row * heads + h) * tokens + j) * hd;
+                        q[at..at + hd].to_vec()
+                    })
+                    .collect();
+                let single =
+                    from_cache(&one, 1, &[(slot, pos + j)], &keys, &values, shape).expect("single");
+                let at = (row * tokens + j) * heads * hd;
+                assert_eq!(chunk[at..at + heads * hd], single, "row {row} token {j}");
+            }
+        }
+    }
 }

@@ -82,7 +82,7 @@ impl Dense {
     pub fn matmul_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
         let rows = x.len() / self.inp;
         let panels = self.out.div_ceil(NR);
-        // Work items are panels; each range fills `[panel][row]` lanes, copied into place.
+        // Work items are panels; each range fills `[panel][row]` lanes, gathered into rows.
         let parts = pool::for_ranges(panels, |range| {
             let mut lanes = vec![[0f32; NR]; range.len() * rows];
             for chunk in (0..rows).step_by(MC) {
@@ -98,17 +98,7 @@ impl Dense {
             then(lanes.as_flattened_mut());
             lanes
         });
-        let mut y = vec![0f32; rows * self.out];
-        for (start, lanes) in parts {
-            for (i, per_row) in lanes.chunks(rows.max(1)).enumerate() {
-                let col = (start + i) * NR;
-                let n = NR.min(self.out - col);
-                for (r, l) in per_row.iter().enumerate() {
-                    y[r * self.out + col..r * self.out + col + n].copy_from_slice(&l[..n]);
-                }
-            }
-        }
-        y
+        pool::gather_columns(parts, rows, self.out)
     }
 
     /// Up to `MR` rows of `x` against panel `p`, into `out`.

@@ -7,9 +7,10 @@
 //!
 //! Layout: the cache of each layer is one tensor `[slots, kv_heads, capacity, head_dim]`.
 //! Active sequences occupy consecutive slots (the engine compacts them as sequences leave).
-//! Decode steps on the CPU read it in place (`attend`); other calls read `narrow` views of it
-//! without copying, and grouped-query attention runs there without repeating the keys: the
-//! query heads that share a key head are folded into the row dimension of one matmul.
+//! On the CPU every call (decode steps and prefill chunks) reads it in place (`attend`); on
+//! other devices calls read `narrow` views of it without copying, and grouped-query attention
+//! runs there without repeating the keys: the query heads that share a key head are folded
+//! into the row dimension of one matmul.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ impl Arch {
 ///
 /// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
 /// (`q8`) is the fastest decode path at every batch size. Where it runs on AVX-512 VNNI it is
-/// also the fastest prefill at every length (1.4-2.4x candle's f32 GEMM up to 512 tokens), so
+/// also the fastest prefill at every length (1.4-3.6x candle's f32 GEMM at 32-512 tokens), so
 /// `auto` holds the 8-bit copy only. With AVX2 alone it prefills faster up to about 190 tokens
 /// per chunk, beyond which the f32 GEMM over pre-transposed weights gains ~10%: `Hybrid`
 /// keeps both and uses the GEMM only for prefill chunks of `DENSE_FROM_ROWS`+ tokens. Which

@@ -154,7 +154,7 @@ impl Q8Matrix {
         let path = Path::detect();
         let acts = Activations::new(x, rows, self.inp, path == Path::Vnni);
         // The work items are column groups; each range of groups fills its own buffer,
-        // `[group][row]` lanes, copied into place below.
+        // `[group][row]` lanes, gathered into rows at the end.
         let parts = pool::for_ranges(self.groups, |range| {
             let mut lanes = vec![[0f32; COLS]; range.len() * rows];
             for (g, out) in range.zip(lanes.chunks_mut(rows.max(1))) {
@@ -162,17 +162,7 @@ impl Q8Matrix {
             }
             lanes
         });
-        let mut y = vec![0f32; rows * self.out];
-        for (start, lanes) in parts {
-            for (i, per_row) in lanes.chunks(rows.max(1)).enumerate() {
-                let col = (start + i) * COLS;
-                let n = COLS.min(self.out - col);
-                for (r, l) in per_row.iter().enumerate() {
-                    y[r * self.out + col..r * self.out + col + n].copy_from_slice(&l[..n]);
-                }
-            }
-        }
-        y
+        pool::gather_columns(parts, rows, self.out)
     }
 
     /// Rows `first..` of the activations against column group `g`.
