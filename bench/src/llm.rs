@@ -30,8 +30,9 @@ struct Args {
     url: Option<String>,
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
-    /// One part alone, for profiling: `embeddings`, `prefill` (by prompt length), or `decode`
-    /// (the default weights' bare loop at --batches).
+    /// One part alone, for profiling: `embeddings`, `kernel` (the 8-bit product on the model's
+    /// shapes), `prefill` (by prompt length), or `decode` (the default weights' bare loop at
+    /// --batches).
     #[arg(long)]
     only: Option<String>,
 }
@@ -126,6 +127,41 @@ fn print_prefill(q8: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> 
     for len in PREFILL_LENGTHS {
         let (a, b) = (prefill(q8, prompt, len)?, prefill(f32, prompt, len)?);
         println!("| {len} | {a:.0} | {b:.0} | {:.2}x |", b / a);
+    }
+    Ok(())
+}
+
+/// Row counts of the kernel table: one decode row, a batch of 16, a bench prompt's prefill.
+const KERNEL_ROWS: [usize; 4] = [1, 16, 39, 64];
+
+/// The 8-bit product alone on the default model's matrix shapes (out x in), in billions of
+/// multiply-adds per second, best of several calls: the decode and prefill kernel without the
+/// rest of the forward pass, for judging kernel changes on a noisy machine.
+fn print_kernel() -> anyhow::Result<()> {
+    use mercato_content::inference::q8::Q8Matrix;
+    let mut rng = mercato_platform::random::SplitMix64::new(7);
+    let mut values =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect() };
+    println!("\n## 8-bit product (GMAC/s, best of 20)\n");
+    println!(
+        "| out x in | {} |",
+        KERNEL_ROWS.map(|r| format!("{r} rows")).join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(KERNEL_ROWS.len()));
+    for (out, inp) in [(576, 576), (1536, 576), (576, 1536), (49152, 576)] {
+        let m = Q8Matrix::quantise(&values(out * inp), out, inp)?;
+        let mut cells = Vec::new();
+        for rows in KERNEL_ROWS {
+            let x = values(rows * inp);
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let start = Instant::now();
+                std::hint::black_box(m.matmul(&x));
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            cells.push(format!("{:.1}", (out * inp * rows) as f64 / best / 1e9));
+        }
+        println!("| {out} x {inp} | {} |", cells.join(" | "));
     }
     Ok(())
 }
@@ -323,6 +359,7 @@ fn main() -> anyhow::Result<()> {
     match args.only.as_deref() {
         None => {}
         Some("embeddings") => return print_embeddings(),
+        Some("kernel") => return print_kernel(),
         Some("prefill") => {
             let load = |format| Model::load(&path, format, usize::MAX, 2048, &Device::Cpu);
             return print_prefill(&load("q8_0")?, &load("f32")?, &prompt);
@@ -336,7 +373,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(other) => {
-            anyhow::bail!("--only takes embeddings, prefill or decode, not {other:?}")
+            anyhow::bail!("--only takes embeddings, kernel, prefill or decode, not {other:?}")
         }
     }
     println!("# Language model benchmark\n");

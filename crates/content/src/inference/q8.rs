@@ -32,9 +32,13 @@ const COLS: usize = 8;
 const STEP: usize = 4;
 /// Activation rows handled together while a group's weights are hot (AVX2 and scalar paths).
 const ROW_TILE: usize = 4;
-/// The same for the VNNI path: one instruction per step and AVX-512's 32 registers leave room
-/// for more rows (16 against 8 measured +10-20% at 16 sequences, noisy).
-const VNNI_ROWS: usize = 16;
+/// The same for the VNNI path. Eight rows keep every integer sum and float accumulator of a
+/// tile in registers (16 rows spilled them, two partial-sum chains per row too); measured on
+/// the model's shapes with `llm-bench --only kernel`, interleaved: 8 rows x 1 chain 147-161
+/// GMAC/s at 16+ rows, 16 x 1 131-146, 8 x 2 92-97.
+const VNNI_ROWS: usize = 8;
+// Activations are padded to whole VNNI tiles, which must also be whole AVX2 tiles.
+const _: () = assert!(VNNI_ROWS.is_multiple_of(ROW_TILE));
 /// XOR with this word turns four signed bytes into four bytes offset by 128 and back.
 const FLIP: i32 = 0x8080_8080_u32 as i32;
 
@@ -187,14 +191,18 @@ impl Q8Matrix {
     }
 }
 
-/// Activation rows quantised per block: bytes as i32 words (4 inputs each) and scales.
+/// Activation rows quantised per block: bytes as i32 words (4 inputs each) and scales, stored
+/// row-minor (`[block][step][row]`) so that one step of a tile of rows is one contiguous run of
+/// words the kernel reads at fixed offsets from one pointer. Rows are padded with zeros to a
+/// whole number of the widest tile, so a short last tile reads padding, never past the end.
 struct Activations {
-    blocks: usize,
+    /// Rows stored (the real rows, padded).
+    rows: usize,
     /// `FLIP` where the words hold bytes offset by 128 (the VNNI path), else 0.
     flip: i32,
-    /// `[row][block][step]`.
+    /// `[block][step][row]`.
     words: Vec<i32>,
-    /// `[row][block]`.
+    /// `[block][row]`.
     d: Vec<f32>,
 }
 
@@ -223,19 +231,36 @@ impl Activations {
         block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP]),
     ) -> Self {
         let blocks = inp / BLOCK;
-        let mut words = Vec::with_capacity(rows * blocks * (BLOCK / STEP));
-        let mut d = Vec::with_capacity(rows * blocks);
-        for b in x[..rows * inp].as_chunks::<BLOCK>().0 {
-            let (scale, w) = block(b);
-            d.push(scale);
-            words.extend_from_slice(&w);
+        let padded = rows.div_ceil(VNNI_ROWS) * VNNI_ROWS;
+        let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
+        let mut d = vec![0f32; blocks * padded];
+        for (r, row) in x[..rows * inp].chunks_exact(inp).enumerate() {
+            for (b, values) in row.as_chunks::<BLOCK>().0.iter().enumerate() {
+                let (scale, w) = block(values);
+                d[b * padded + r] = scale;
+                for (s, w) in w.into_iter().enumerate() {
+                    words[(b * (BLOCK / STEP) + s) * padded + r] = w;
+                }
+            }
         }
         Activations {
-            blocks,
+            rows: padded,
             flip,
             words,
             d,
         }
+    }
+
+    /// Row `r`'s word `s` of block `b`.
+    #[inline(always)]
+    fn word(&self, r: usize, b: usize, s: usize) -> i32 {
+        self.words[(b * (BLOCK / STEP) + s) * self.rows + r]
+    }
+
+    /// Row `r`'s scale of block `b`.
+    #[inline(always)]
+    fn scale(&self, r: usize, b: usize) -> f32 {
+        self.d[b * self.rows + r]
     }
 }
 
@@ -332,7 +357,7 @@ fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
         for (b, dw) in scales.iter().enumerate() {
             let mut sums = [0i32; COLS];
             for s in 0..steps {
-                let a = (acts.words[(r * acts.blocks + b) * steps + s] ^ acts.flip).to_le_bytes();
+                let a = (acts.word(r, b, s) ^ acts.flip).to_le_bytes();
                 let w = &weights[b * steps + s];
                 for (c, sum) in sums.iter_mut().enumerate() {
                     for j in 0..STEP {
@@ -340,7 +365,7 @@ fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
                     }
                 }
             }
-            let da = acts.d[r * acts.blocks + b];
+            let da = acts.scale(r, b);
             for c in 0..COLS {
                 acc[c] = (sums[c] as f32).mul_add(dw[c] * da, acc[c]);
             }
@@ -364,7 +389,7 @@ fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
             let w: __m256i = cast(tile.weights[b * steps + s]);
             let aw = simd.avx2._mm256_sign_epi8(w, w);
             for (i, sum) in sums.iter_mut().enumerate().take(n) {
-                let word = acts.words[((first + i) * acts.blocks + b) * steps + s];
+                let word = acts.word(first + i, b, s);
                 let a = simd.avx._mm256_set1_epi32(word);
                 let sa = simd.avx2._mm256_sign_epi8(a, w);
                 let pairs = simd.avx2._mm256_maddubs_epi16(aw, sa);
@@ -375,9 +400,7 @@ fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
         }
         let dw: __m256 = cast(*dw);
         for (i, a) in acc.iter_mut().enumerate().take(n) {
-            let da = simd
-                .avx
-                ._mm256_set1_ps(acts.d[(first + i) * acts.blocks + b]);
+            let da = simd.avx._mm256_set1_ps(acts.scale(first + i, b));
             let scale = simd.avx._mm256_mul_ps(dw, da);
             *a = simd
                 .fma
@@ -398,7 +421,7 @@ mod vnni {
     use std::arch::x86_64::{__m256, __m256i};
     use std::arch::x86_64::{
         _mm256_add_epi32, _mm256_cvtepi32_ps, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_mul_ps,
-        _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_set1_epi32, _mm256_set1_ps,
     };
 
     use bytemuck::cast;
@@ -429,44 +452,54 @@ mod vnni {
         }
     }
 
-    /// Up to `R` rows (`out.len()`) with `C` chains of partial sums per row.
+    /// `R` rows from `first` (`out.len()` of them kept; a short tile computes padding rows)
+    /// with `C` chains of partial sums per row. A step's words of the tile's rows are
+    /// contiguous, so each broadcast reads at a fixed offset from one pointer.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
     fn rows_chains<const R: usize, const C: usize>(tile: &Tile, out: &mut [[f32; COLS]]) {
         const STEPS: usize = BLOCK / STEP;
         let (acts, first) = (tile.acts, tile.first);
+        // Rows are padded to whole tiles, so the slices below always have `R` words.
+        debug_assert!(first + R <= acts.rows);
         let n = out.len().min(R);
-        // The tile's rows (a short tile repeats its last row; only `n` results are kept).
-        let rows: [usize; R] = std::array::from_fn(|i| first + i.min(n - 1));
-        let words = acts.words.as_chunks::<STEPS>().0;
-        let weights = tile.weights.as_chunks::<STEPS>().0;
         let zero: __m256i = cast([0i32; COLS]);
-        let mut acc: [__m256; R] = [_mm256_setzero_ps(); R];
-        let blocks = weights.iter().zip(tile.scales).zip(tile.bias).enumerate();
-        for (b, ((w, dw), bias)) in blocks {
-            // This block's words of each row (one bounds check per row and block).
-            let a: [&[i32; STEPS]; R] = std::array::from_fn(|i| &words[rows[i] * acts.blocks + b]);
+        let mut acc: [[f32; COLS]; R] = [[0.0; COLS]; R];
+        let blocks = tile
+            .weights
+            .as_chunks::<STEPS>()
+            .0
+            .iter()
+            .zip(tile.scales)
+            .zip(tile.bias)
+            .zip(acts.words.chunks_exact(STEPS * acts.rows))
+            .zip(acts.d.chunks_exact(acts.rows));
+        for ((((w, dw), bias), words), d) in blocks {
             let mut sums: [[__m256i; R]; C] = [[zero; R]; C];
             sums[0] = [cast(*bias); R];
-            for (s, w) in w.iter().enumerate() {
+            for (s, (w, step)) in w.iter().zip(words.chunks_exact(acts.rows)).enumerate() {
+                let Some(a) = step[first..].first_chunk::<R>() else {
+                    return;
+                };
                 let w: __m256i = cast(*w);
                 for (sum, a) in sums[s % C].iter_mut().zip(a) {
-                    *sum = _mm256_dpbusd_epi32(*sum, _mm256_set1_epi32(a[s]), w);
+                    *sum = _mm256_dpbusd_epi32(*sum, _mm256_set1_epi32(*a), w);
                 }
             }
+            let Some(da) = d[first..].first_chunk::<R>() else {
+                return;
+            };
             let dw: __m256 = cast(*dw);
-            for (i, acc) in acc.iter_mut().enumerate().take(n) {
+            for (i, acc) in acc.iter_mut().enumerate() {
                 let mut sum = sums[0][i];
                 for chain in &sums[1..] {
                     sum = _mm256_add_epi32(sum, chain[i]);
                 }
-                let da = _mm256_set1_ps(acts.d[rows[i] * acts.blocks + b]);
-                let scale = _mm256_mul_ps(dw, da);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, *acc);
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(da[i]));
+                let a: __m256 = cast(*acc);
+                *acc = cast(_mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, a));
             }
         }
-        for (lanes, a) in out.iter_mut().zip(acc) {
-            *lanes = cast(a);
-        }
+        out[..n].copy_from_slice(&acc[..n]);
     }
 }
 
