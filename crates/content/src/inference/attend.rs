@@ -12,8 +12,6 @@
 //! numbers do not depend on which other sequences share the step (greedy output is the same
 //! alone or in a batch).
 
-use candle_core::{Storage, Tensor};
-
 use super::math::exp;
 
 /// Shape of the attention: query heads, key/value heads, head width and score scale.
@@ -28,33 +26,23 @@ pub struct Heads {
 /// Causal attention of new tokens over each sequence's cache. `q` holds each row's queries,
 /// `[rows, heads, tokens, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
 /// first new token, whose keys and values are already in the cache: new token j sees
-/// positions `0..=pos + j`. `keys` and `values` are one layer's cache, `[slots, kv_heads,
-/// capacity, head_dim]`, contiguous. Returns `[rows * tokens, heads * head_dim]`.
+/// positions `0..=pos + j`. `k` and `v` are one layer's cache, `[slots, kv_heads, capacity,
+/// head_dim]`. Returns `[rows * tokens, heads * head_dim]`.
 pub fn from_cache(
     q: &[f32],
     tokens: usize,
     seqs: &[(usize, usize)],
-    keys: &Tensor,
-    values: &Tensor,
+    k: &[f32],
+    v: &[f32],
+    capacity: usize,
     shape: Heads,
-) -> candle_core::Result<Vec<f32>> {
+) -> Vec<f32> {
     let Heads {
         heads,
         kv_heads,
         head_dim: hd,
         ..
     } = shape;
-    let capacity = keys.dims4()?.2;
-    let (k_store, k_layout) = keys.storage_and_layout();
-    let (v_store, v_layout) = values.storage_and_layout();
-    let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_store, &*v_store) else {
-        candle_core::bail!("attention reads the cache on the CPU")
-    };
-    if !k_layout.is_contiguous() || !v_layout.is_contiguous() {
-        candle_core::bail!("the cache must be contiguous")
-    }
-    let k = &k_cpu.as_slice::<f32>()?[k_layout.start_offset()..];
-    let v = &v_cpu.as_slice::<f32>()?[v_layout.start_offset()..];
     let rep = heads / kv_heads;
     let items = seqs.len() * kv_heads;
     let width = heads * hd;
@@ -92,7 +80,7 @@ pub fn from_cache(
             out[at..at + rep * hd].copy_from_slice(heads_out);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Softmax attention of `queries` (`[q, head_dim]`) over `keys` and `values` (`[len,
@@ -169,7 +157,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     #[test]
     fn matches_softmax_attention_written_out() {
@@ -180,8 +167,6 @@ mod tests {
         let k = draw(slots * kvh * cap * hd);
         let v = draw(slots * kvh * cap * hd);
         let q = draw(2 * heads * hd);
-        let keys = Tensor::from_vec(k.clone(), (slots, kvh, cap, hd), &Device::Cpu).expect("k");
-        let values = Tensor::from_vec(v.clone(), (slots, kvh, cap, hd), &Device::Cpu).expect("v");
         let seqs = [(2, 4), (0, 7)];
         let shape = Heads {
             heads,
@@ -189,7 +174,7 @@ mod tests {
             head_dim: hd,
             scale: 0.3,
         };
-        let got = from_cache(&q, 1, &seqs, &keys, &values, shape).expect("attention");
+        let got = from_cache(&q, 1, &seqs, &k, &v, cap, shape);
         for (row, &(slot, pos)) in seqs.iter().enumerate() {
             let len = pos + 1;
             for h in 0..heads {
@@ -210,8 +195,7 @@ mod tests {
             }
         }
         // A row's numbers are the same alone as beside another.
-        let alone =
-            from_cache(&q[heads * hd..], 1, &seqs[1..], &keys, &values, shape).expect("alone");
+        let alone = from_cache(&q[heads * hd..], 1, &seqs[1..], &k, &v, cap, shape);
         assert_eq!(alone, got[heads * hd..]);
     }
 
@@ -221,9 +205,8 @@ mod tests {
         let mut rng = mercato_platform::random::SplitMix64::new(11);
         let mut draw =
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
-        let cache = |v: Vec<f32>| Tensor::from_vec(v, (slots, kvh, cap, hd), &Device::Cpu);
-        let keys = cache(draw(slots * kvh * cap * hd)).expect("k");
-        let values = cache(draw(slots * kvh * cap * hd)).expect("v");
+        let keys = draw(slots * kvh * cap * hd);
+        let values = draw(slots * kvh * cap * hd);
         // `[rows, heads, tokens, hd]`: two rows of three new tokens.
         let q = draw(2 * heads * tokens * hd);
         let seqs = [(1, 4), (0, 2)];
@@ -233,7 +216,7 @@ mod tests {
             head_dim: hd,
             scale: 0.25,
         };
-        let chunk = from_cache(&q, tokens, &seqs, &keys, &values, shape).expect("chunk");
+        let chunk = from_cache(&q, tokens, &seqs, &keys, &values, cap, shape);
         // Token j of a row is the same as one new token at position pos + j.
         for (row, &(slot, pos)) in seqs.iter().enumerate() {
             for j in 0..tokens {
@@ -243,8 +226,7 @@ mod tests {
                         q[at..at + hd].to_vec()
                     })
                     .collect();
-                let single =
-                    from_cache(&one, 1, &[(slot, pos + j)], &keys, &values, shape).expect("single");
+                let single = from_cache(&one, 1, &[(slot, pos + j)], &keys, &values, cap, shape);
                 let at = (row * tokens + j) * heads * hd;
                 assert_eq!(chunk[at..at + heads * hd], single, "row {row} token {j}");
             }

@@ -246,10 +246,42 @@ impl Linear {
             (None, Some(d)) => x.matmul(d)?,
             (None, None) => candle_core::bail!("a weight matrix was not loaded"),
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> candle_core::Result<Tensor> {
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+
+    /// The 8-bit matrix `forward` would use for this call, if that is the form it uses.
+    fn q8(&self, dense: bool) -> Option<&Q8Matrix> {
+        match (&self.quant, &self.dense) {
+            (Some(Quant::Q8(m)), d) if !dense || d.is_none() => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Several projections of the same input, each as `forward` computes it. Where all use
+    /// the 8-bit kernel, the input is quantised once and the products share one dispatch on
+    /// the pool (`Q8Matrix::matmul_each`); the numbers are the same either way.
+    fn forward_each(
+        linears: &[&Linear],
+        x: &Tensor,
+        dense: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let q8: Option<Vec<&Q8Matrix>> = linears.iter().map(|l| l.q8(dense)).collect();
+        let Some(matrices) = q8 else {
+            return linears.iter().map(|l| l.forward(x, dense)).collect();
+        };
+        let rows = x.dims2()?.0;
+        let ys = Q8Matrix::matmul_each(&matrices, &x.flatten_all()?.to_vec1::<f32>()?);
+        ys.into_iter()
+            .zip(matrices.iter().zip(linears))
+            .map(|(y, (m, l))| l.add_bias(Tensor::from_vec(y, (rows, m.out_dim()), x.device())?))
+            .collect()
     }
 }
 
@@ -450,9 +482,10 @@ impl Model {
 
         for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps as f32)?;
-            let q = layer.q.forward(&h, dense)?;
-            let k = layer.k.forward(&h, dense)?;
-            let v = layer.v.forward(&h, dense)?;
+            let [q, k, v]: [Tensor; 3] =
+                Linear::forward_each(&[&layer.q, &layer.k, &layer.v], &h, dense)?
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("three projections".into()))?;
             let q = q
                 .reshape((b, t, heads, hd))?
                 .transpose(1, 2)?
@@ -469,23 +502,16 @@ impl Model {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 ),
             };
-            for (i, r) in rows.iter().enumerate() {
-                cache.k[l]
-                    .narrow(0, r.slot, 1)?
-                    .slice_set(&k.narrow(0, i, 1)?, 2, r.pos)?;
-                cache.v[l]
-                    .narrow(0, r.slot, 1)?
-                    .slice_set(&v.narrow(0, i, 1)?, 2, r.pos)?;
-            }
-            let y = match &attention {
-                Attention::FromCache(seqs) => {
+            cache.write(l, rows, &k, &v)?;
+            let y = match (&attention, &cache.store) {
+                (Attention::FromCache(seqs), Store::Cpu { k, v }) => {
                     let q = q.flatten_all()?.to_vec1::<f32>()?;
-                    let y = attend::from_cache(&q, t, seqs, &cache.k[l], &cache.v[l], shape)?;
+                    let y = attend::from_cache(&q, t, seqs, &k[l], &v[l], cache.capacity, shape);
                     Tensor::from_vec(y, (b * t, heads * hd), &self.device)?
                 }
-                Attention::Masked(mask) => {
-                    let keys = cache.k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
-                    let values = cache.v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                (Attention::Masked(mask), Store::Device { k, v }) => {
+                    let keys = k[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                    let values = v[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
                     let q = q.reshape((b, kvh, rep * t, hd))?;
                     // Scores reduce over head_dim, the same for every row, so one matmul
                     // serves all.
@@ -505,12 +531,16 @@ impl Model {
                         .transpose(1, 2)?
                         .reshape((b * t, heads * hd))?
                 }
+                _ => candle_core::bail!("the cache is not on the model's device"),
             };
             x = (x + layer.o.forward(&y, dense)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps as f32)?;
-            let gated = (candle_nn::ops::silu(&layer.gate.forward(&h, dense)?)?
-                * layer.up.forward(&h, dense)?)?;
+            let [gate, up]: [Tensor; 2] =
+                Linear::forward_each(&[&layer.gate, &layer.up], &h, dense)?
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("two projections".into()))?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&gated, dense)?)?;
         }
         let last = x
@@ -539,17 +569,24 @@ fn rotary_tables(
     Ok((freqs.cos()?, freqs.sin()?))
 }
 
-/// The KV cache: one `[slots, kv_heads, capacity, head_dim]` tensor per layer for keys and
-/// one for values. Capacity grows (doubling, up to the model's context) as sequences grow.
+/// The KV cache: per layer, keys and values of every slot, `[slots, kv_heads, capacity,
+/// head_dim]`. On the CPU plain vectors, which the forward pass writes with one copy per row
+/// and head and attention reads in place; elsewhere device tensors. Capacity grows (doubling,
+/// up to the model's context) as sequences grow.
 pub struct Cache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
+    store: Store,
+    layers: usize,
     slots: usize,
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
     max_context: usize,
-    device: Device,
+}
+
+/// Keys and values of every layer.
+enum Store {
+    Cpu { k: Vec<Vec<f32>>, v: Vec<Vec<f32>> },
+    Device { k: Vec<Tensor>, v: Vec<Tensor> },
 }
 
 const INITIAL_CAPACITY: usize = 256;
@@ -562,27 +599,48 @@ impl Cache {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let capacity = INITIAL_CAPACITY.min(max_context);
-        let zeros = || {
-            Tensor::zeros(
-                (slots, cfg.kv_heads, capacity, cfg.head_dim),
-                DType::F32,
-                device,
-            )
-        };
-        Ok(Cache {
-            k: (0..cfg.layers)
-                .map(|_| zeros())
-                .collect::<candle_core::Result<_>>()?,
-            v: (0..cfg.layers)
-                .map(|_| zeros())
-                .collect::<candle_core::Result<_>>()?,
+        let mut cache = Cache {
+            store: Store::Cpu {
+                k: Vec::new(),
+                v: Vec::new(),
+            },
+            layers: cfg.layers,
             slots,
             kv_heads: cfg.kv_heads,
             head_dim: cfg.head_dim,
             capacity,
             max_context,
-            device: device.clone(),
-        })
+        };
+        let len = cache.layer_len(capacity);
+        cache.store = if device.is_cpu() {
+            Store::Cpu {
+                k: vec![vec![0f32; len]; cfg.layers],
+                v: vec![vec![0f32; len]; cfg.layers],
+            }
+        } else {
+            let zeros = || {
+                (0..cfg.layers)
+                    .map(|_| cache.zeros(capacity, device))
+                    .collect::<candle_core::Result<Vec<_>>>()
+            };
+            Store::Device {
+                k: zeros()?,
+                v: zeros()?,
+            }
+        };
+        Ok(cache)
+    }
+
+    fn layer_len(&self, capacity: usize) -> usize {
+        self.slots * self.kv_heads * capacity * self.head_dim
+    }
+
+    fn zeros(&self, capacity: usize, device: &Device) -> candle_core::Result<Tensor> {
+        Tensor::zeros(
+            (self.slots, self.kv_heads, capacity, self.head_dim),
+            DType::F32,
+            device,
+        )
     }
 
     pub fn slots(&self) -> usize {
@@ -595,7 +653,7 @@ impl Cache {
 
     /// Bytes the cache holds now.
     pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.slots * self.kv_heads * self.capacity * self.head_dim * 4
+        2 * self.layers * self.layer_len(self.capacity) * 4
     }
 
     fn reserve(&mut self, len: usize) -> candle_core::Result<()> {
@@ -617,11 +675,28 @@ impl Cache {
 
     fn resize(&mut self, capacity: usize) -> candle_core::Result<()> {
         let keep = capacity.min(self.capacity);
-        let shape = (self.slots, self.kv_heads, capacity, self.head_dim);
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let grown = Tensor::zeros(shape, DType::F32, &self.device)?;
-            grown.slice_set(&t.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
-            *t = grown;
+        let (old, hd) = (self.capacity, self.head_dim);
+        let len = self.layer_len(capacity);
+        let lanes = self.slots * self.kv_heads;
+        match &mut self.store {
+            Store::Cpu { k, v } => {
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    let mut grown = vec![0f32; len];
+                    for lane in 0..lanes {
+                        grown[lane * capacity * hd..][..keep * hd]
+                            .copy_from_slice(&t[lane * old * hd..][..keep * hd]);
+                    }
+                    *t = grown;
+                }
+            }
+            Store::Device { k, v } => {
+                let shape = (self.slots, self.kv_heads, capacity, hd);
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    let grown = Tensor::zeros(shape, DType::F32, t.device())?;
+                    grown.slice_set(&t.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+                    *t = grown;
+                }
+            }
         }
         self.capacity = capacity;
         Ok(())
@@ -642,9 +717,58 @@ impl Cache {
         if from == to || len == 0 {
             return Ok(());
         }
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let src = t.narrow(0, from, 1)?.narrow(2, 0, len)?.contiguous()?;
-            t.narrow(0, to, 1)?.slice_set(&src, 2, 0)?;
+        let (cap, hd, kvh) = (self.capacity, self.head_dim, self.kv_heads);
+        match &mut self.store {
+            Store::Cpu { k, v } => {
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    for g in 0..kvh {
+                        let src = (from * kvh + g) * cap * hd;
+                        t.copy_within(src..src + len * hd, (to * kvh + g) * cap * hd);
+                    }
+                }
+            }
+            Store::Device { k, v } => {
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    let src = t.narrow(0, from, 1)?.narrow(2, 0, len)?.contiguous()?;
+                    t.narrow(0, to, 1)?.slice_set(&src, 2, 0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes layer `l`'s new keys and values, each `[rows, kv_heads, tokens, head_dim]`, at
+    /// each row's slot and first position.
+    fn write(
+        &mut self,
+        l: usize,
+        rows: &[Row<'_>],
+        keys: &Tensor,
+        values: &Tensor,
+    ) -> candle_core::Result<()> {
+        let (cap, hd, kvh) = (self.capacity, self.head_dim, self.kv_heads);
+        match &mut self.store {
+            Store::Cpu { k, v } => {
+                for (cache, new) in [(&mut k[l], keys), (&mut v[l], values)] {
+                    let new = new.flatten_all()?.to_vec1::<f32>()?;
+                    let t = new.len() / (rows.len() * kvh * hd).max(1);
+                    for (i, r) in rows.iter().enumerate() {
+                        for g in 0..kvh {
+                            let src = &new[(i * kvh + g) * t * hd..][..t * hd];
+                            cache[((r.slot * kvh + g) * cap + r.pos) * hd..][..t * hd]
+                                .copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+            Store::Device { k, v } => {
+                for (i, r) in rows.iter().enumerate() {
+                    k[l].narrow(0, r.slot, 1)?
+                        .slice_set(&keys.narrow(0, i, 1)?, 2, r.pos)?;
+                    v[l].narrow(0, r.slot, 1)?
+                        .slice_set(&values.narrow(0, i, 1)?, 2, r.pos)?;
+                }
+            }
         }
         Ok(())
     }

@@ -154,19 +154,55 @@ impl Q8Matrix {
 
     /// `x` is row-major `[rows, in]`; returns row-major `[rows, out]`.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
-        let rows = x.len() / self.inp;
+        Self::matmul_each(&[self], x).pop().unwrap_or_default()
+    }
+
+    /// The same input against several matrices of the same input width (a layer's query, key
+    /// and value projections; its gate and up projections): the input is quantised once and
+    /// all their column groups share one dispatch on the pool. Returns one `[rows, out]`
+    /// product per matrix, each the same numbers `matmul` gives.
+    pub fn matmul_each(matrices: &[&Q8Matrix], x: &[f32]) -> Vec<Vec<f32>> {
+        let Some(inp) = matrices.first().map(|m| m.inp) else {
+            return Vec::new();
+        };
+        debug_assert!(matrices.iter().all(|m| m.inp == inp));
+        let rows = x.len() / inp;
         let path = Path::detect();
-        let acts = Activations::new(x, rows, self.inp, path == Path::Vnni);
-        // The work items are column groups; each range of groups fills its own buffer,
-        // `[group][row]` lanes, gathered into rows at the end.
-        let parts = pool::for_ranges(self.groups, |range| {
-            let mut lanes = vec![[0f32; COLS]; range.len() * rows];
-            for (g, out) in range.zip(lanes.chunks_mut(rows.max(1))) {
-                self.group(path, &acts, g, out);
+        let acts = Activations::new(x, rows, inp, path == Path::Vnni);
+        // The work items are the column groups of all matrices, one after another; each range
+        // of them fills its own buffers, `[group][row]` lanes, one per matrix it touches.
+        let starts: Vec<usize> = matrices
+            .iter()
+            .scan(0, |at, m| {
+                let start = *at;
+                *at += m.groups;
+                Some(start)
+            })
+            .collect();
+        let total = matrices.iter().map(|m| m.groups).sum();
+        let parts = pool::for_ranges(total, |range| {
+            let mut done = Vec::new();
+            for (i, (m, &start)) in matrices.iter().zip(&starts).enumerate() {
+                let own = range.start.max(start)..range.end.min(start + m.groups);
+                if own.is_empty() {
+                    continue;
+                }
+                let mut lanes = vec![[0f32; COLS]; own.len() * rows];
+                for (g, out) in own.clone().zip(lanes.chunks_mut(rows.max(1))) {
+                    m.group(path, &acts, g - start, out);
+                }
+                done.push((i, own.start - start, lanes));
             }
-            lanes
+            done
         });
-        pool::gather_columns(parts, rows, self.out)
+        let mut each: Vec<Vec<(usize, Vec<[f32; COLS]>)>> = vec![Vec::new(); matrices.len()];
+        for (i, first, lanes) in parts.into_iter().flat_map(|(_, done)| done) {
+            each[i].push((first, lanes));
+        }
+        each.into_iter()
+            .zip(matrices)
+            .map(|(parts, m)| pool::gather_columns(parts, rows, m.out))
+            .collect()
     }
 
     /// Rows `first..` of the activations against column group `g`.
@@ -530,6 +566,21 @@ mod tests {
                     "{r},{c}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn several_matrices_at_once_equal_each_alone() {
+        let inp = 64;
+        let ms: Vec<Q8Matrix> = [(24, 1), (8, 2), (40, 3)]
+            .iter()
+            .map(|&(out, seed)| Q8Matrix::quantise(&matrix(out, inp, seed), out, inp))
+            .collect::<anyhow::Result<_>>()
+            .expect("quantise");
+        let x = matrix(5, inp, 9);
+        let together = Q8Matrix::matmul_each(&ms.iter().collect::<Vec<_>>(), &x);
+        for (m, y) in ms.iter().zip(together) {
+            assert_eq!(y, m.matmul(&x));
         }
     }
 
