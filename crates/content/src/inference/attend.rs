@@ -24,7 +24,7 @@ pub struct Heads {
 }
 
 /// Causal attention of new tokens over each sequence's cache. `q` holds each row's queries,
-/// `[rows, heads, tokens, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
+/// `[rows, tokens, heads, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
 /// first new token, whose keys and values are already in the cache: new token j sees
 /// positions `0..=pos + j`. `k` and `v` are one layer's cache, `[slots, kv_heads, capacity,
 /// head_dim]`. Returns `[rows * tokens, heads * head_dim]`.
@@ -57,7 +57,7 @@ pub fn from_cache(
                 let mut queries = vec![0f32; rep * hd];
                 for j in 0..tokens {
                     for (r, qr) in queries.chunks_mut(hd).enumerate() {
-                        let at = ((row * heads + g * rep + r) * tokens + j) * hd;
+                        let at = ((row * tokens + j) * heads + g * rep + r) * hd;
                         qr.copy_from_slice(&q[at..at + hd]);
                     }
                     let len = pos + j + 1;
@@ -207,7 +207,7 @@ mod tests {
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
         let keys = draw(slots * kvh * cap * hd);
         let values = draw(slots * kvh * cap * hd);
-        // `[rows, heads, tokens, hd]`: two rows of three new tokens.
+        // `[rows, tokens, heads, hd]`: two rows of three new tokens.
         let q = draw(2 * heads * tokens * hd);
         let seqs = [(1, 4), (0, 2)];
         let shape = Heads {
@@ -220,13 +220,9 @@ mod tests {
         // Token j of a row is the same as one new token at position pos + j.
         for (row, &(slot, pos)) in seqs.iter().enumerate() {
             for j in 0..tokens {
-                let one: Vec<f32> = (0..heads)
-                    .flat_map(|h| {
-                        let at = ((row * heads + h) * tokens + j) * hd;
-                        q[at..at + hd].to_vec()
-                    })
-                    .collect();
-                let single = from_cache(&one, 1, &[(slot, pos + j)], &keys, &values, cap, shape);
+                let at = (row * tokens + j) * heads * hd;
+                let one = &q[at..at + heads * hd];
+                let single = from_cache(one, 1, &[(slot, pos + j)], &keys, &values, cap, shape);
                 let at = (row * tokens + j) * heads * hd;
                 assert_eq!(chunk[at..at + heads * hd], single, "row {row} token {j}");
             }
