@@ -30,9 +30,9 @@ struct Args {
     url: Option<String>,
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
-    /// One part alone, for profiling: `embeddings`, `kernel` (the 8-bit product on the model's
-    /// shapes), `prefill` (by prompt length), or `decode` (the default weights' bare loop at
-    /// --batches).
+    /// One part alone, for profiling: `api` (--url at --batches), `embeddings`, `kernel` (the
+    /// 8-bit product on the model's shapes), `prefill` (by prompt length), or `decode` (the
+    /// default weights' bare loop at --batches).
     #[arg(long)]
     only: Option<String>,
 }
@@ -132,7 +132,7 @@ fn print_prefill(q8: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> 
 }
 
 /// Row counts of the kernel table: one decode row, a batch of 16, a bench prompt's prefill.
-const KERNEL_ROWS: [usize; 4] = [1, 16, 39, 64];
+const KERNEL_ROWS: [usize; 5] = [1, 2, 16, 39, 64];
 
 /// The 8-bit product alone on the default model's matrix shapes (out x in), in billions of
 /// multiply-adds per second, best of several calls: the decode and prefill kernel without the
@@ -360,6 +360,17 @@ fn main() -> anyhow::Result<()> {
         None => {}
         Some("embeddings") => return print_embeddings(),
         Some("kernel") => return print_kernel(),
+        Some("api") => {
+            let url = args.url.as_deref().context("--only api needs --url")?;
+            let key = args.api_key.clone().context("--url needs --api-key")?;
+            let rt = tokio::runtime::Runtime::new()?;
+            for b in args.batches.split(',') {
+                let clients = b.trim().parse()?;
+                let (tps, p50, _) = rt.block_on(through_api(url, &key, clients, 2, args.tokens))?;
+                println!("| {clients} | {tps:.1} | {:.0} |", p50 * 1000.0);
+            }
+            return Ok(());
+        }
         Some("prefill") => {
             let load = |format| Model::load(&path, format, usize::MAX, 2048, &Device::Cpu);
             return print_prefill(&load("q8_0")?, &load("f32")?, &prompt);
@@ -373,7 +384,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(other) => {
-            anyhow::bail!("--only takes embeddings, kernel, prefill or decode, not {other:?}")
+            anyhow::bail!("--only takes api, embeddings, kernel, prefill or decode, not {other:?}")
         }
     }
     println!("# Language model benchmark\n");
