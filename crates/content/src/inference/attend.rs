@@ -85,8 +85,9 @@ pub fn from_cache(
 
 /// Softmax attention of `queries` (`[q, head_dim]`) over `keys` and `values` (`[len,
 /// head_dim]` each, every query sees every key): `[q, head_dim]`. Runs with AVX where the CPU
-/// has it; the loops are written so the compiler vectorises them (eight independent lanes, no
-/// reassociation), so the result is the same bit for bit with or without.
+/// has it: the dot products with explicit AVX (the compiler left their eight lanes scalar),
+/// the rest written so the compiler vectorises it (independent lanes, no reassociation), so
+/// the result is the same bit for bit with or without.
 pub fn attention(
     queries: &[f32],
     keys: &[f32],
@@ -96,9 +97,10 @@ pub fn attention(
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(|| attention_body(queries, keys, values, head_dim, scale));
+        let dot = |a: &[f32], b: &[f32]| dot_avx(simd, a, b);
+        return simd.vectorize(|| attention_body(queries, keys, values, head_dim, scale, dot));
     }
-    attention_body(queries, keys, values, head_dim, scale)
+    attention_body(queries, keys, values, head_dim, scale, dot)
 }
 
 #[inline(always)]
@@ -108,6 +110,7 @@ fn attention_body(
     values: &[f32],
     hd: usize,
     scale: f32,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
 ) -> Vec<f32> {
     let rep = queries.len() / hd;
     let len = keys.len() / hd;
@@ -125,27 +128,70 @@ fn attention_body(
         // Exponentials in their own loop (vectorised), then the sum in order.
         row.iter_mut().for_each(|s| *s = exp(*s - max));
         let sum = row.iter().fold(0f32, |sum, s| sum + s);
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|w| *w *= inv);
         let o = &mut out[j * hd..(j + 1) * hd];
-        for (p, weight) in row.iter().enumerate() {
-            let weight = weight / sum;
-            for (o, v) in o.iter_mut().zip(&values[p * hd..(p + 1) * hd]) {
-                *o += weight * v;
+        match hd {
+            64 => weighted_sum::<64>(row, values, o),
+            128 => weighted_sum::<128>(row, values, o),
+            _ => {
+                for (weight, v) in row.iter().zip(values.chunks_exact(hd)) {
+                    for (o, v) in o.iter_mut().zip(v) {
+                        *o += weight * v;
+                    }
+                }
             }
         }
     }
     out
 }
 
+/// `o += weight * value` over the positions for a head width known at compile time, so the
+/// output stays in registers instead of being loaded and stored once per position; the same
+/// operations in the same order as the general loop.
+#[inline(always)]
+fn weighted_sum<const HD: usize>(weights: &[f32], values: &[f32], o: &mut [f32]) {
+    let mut acc = [0f32; HD];
+    for (weight, v) in weights.iter().zip(values.as_chunks::<HD>().0) {
+        for i in 0..HD {
+            acc[i] += weight * v[i];
+        }
+    }
+    o.copy_from_slice(&acc);
+}
+
+/// Dot product in eight lanes (separate multiply and add), summed in a fixed order.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
-    let (a8, a_tail) = a.split_at(a.len() - a.len() % 8);
-    let (b8, b_tail) = b.split_at(a8.len());
-    for (ca, cb) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
+    let (a8, a_tail) = a.as_chunks::<8>();
+    let (b8, b_tail) = b[..a.len()].as_chunks::<8>();
+    for (ca, cb) in a8.iter().zip(b8) {
         for i in 0..8 {
             lanes[i] += ca[i] * cb[i];
         }
     }
+    reduce(lanes, a_tail, b_tail)
+}
+
+/// `dot` with the eight lanes in one AVX register (the compiler left them scalar): the same
+/// operations on each lane, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot_avx(simd: pulp::x86::V3, a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::__m256;
+    let mut lanes = simd.avx._mm256_setzero_ps();
+    let (a8, a_tail) = a.as_chunks::<8>();
+    let (b8, b_tail) = b[..a.len()].as_chunks::<8>();
+    for (ca, cb) in a8.iter().zip(b8) {
+        let (x, y): (__m256, __m256) = (bytemuck::cast(*ca), bytemuck::cast(*cb));
+        lanes = simd.avx._mm256_add_ps(lanes, simd.avx._mm256_mul_ps(x, y));
+    }
+    reduce(bytemuck::cast(lanes), a_tail, b_tail)
+}
+
+#[inline(always)]
+fn reduce(lanes: [f32; 8], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
     for (x, y) in a_tail.iter().zip(b_tail) {
