@@ -54,15 +54,12 @@ pub fn from_cache(
                 let base = (slot * kv_heads + g) * capacity * hd;
                 // `[tokens, rep * head_dim]`: the outputs of the query heads sharing key head g.
                 let mut out = Vec::with_capacity(tokens * rep * hd);
-                let mut queries = vec![0f32; rep * hd];
                 for j in 0..tokens {
-                    for (r, qr) in queries.chunks_mut(hd).enumerate() {
-                        let at = ((row * tokens + j) * heads + g * rep + r) * hd;
-                        qr.copy_from_slice(&q[at..at + hd]);
-                    }
+                    // Token-major queries: the heads sharing key head g are adjacent.
+                    let at = ((row * tokens + j) * heads + g * rep) * hd;
                     let len = pos + j + 1;
                     out.extend(attention(
-                        &queries,
+                        &q[at..at + rep * hd],
                         &k[base..base + len * hd],
                         &v[base..base + len * hd],
                         hd,

@@ -279,12 +279,12 @@ impl Linear {
 /// as `Linear::forward` computes it, as row-major vectors. Where all use the 8-bit kernel, the
 /// input is quantised once and the products share one dispatch on the pool
 /// (`Q8Matrix::matmul_each`); other forms go through candle.
-fn project(
-    linears: &[&Linear],
+fn project<const N: usize>(
+    linears: [&Linear; N],
     x: &[f32],
     rows: usize,
     dense: bool,
-) -> candle_core::Result<Vec<Vec<f32>>> {
+) -> candle_core::Result<[Vec<f32>; N]> {
     let q8: Option<Vec<&Q8Matrix>> = linears.iter().map(|l| l.q8(dense)).collect();
     let mut ys = match q8 {
         Some(matrices) => Q8Matrix::matmul_each(&matrices, x),
@@ -305,7 +305,8 @@ fn project(
             })?;
         }
     }
-    Ok(ys)
+    ys.try_into()
+        .map_err(|_| candle_core::Error::Msg("a projection did not run".into()))
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's values, in place.
@@ -576,30 +577,21 @@ impl Model {
         let (cos, sin) = (self.cos_sin.0.as_slice(), self.cos_sin.1.as_slice());
         for (l, layer) in self.layers.iter().enumerate() {
             let h = with_slice(&layer.attn_norm, |w| rms_norm(&x, w, eps))?;
-            let [mut q, mut k, v]: [Vec<f32>; 3] =
-                project(&[&layer.q, &layer.k, &layer.v], &h, n, dense)?
-                    .try_into()
-                    .map_err(|_| candle_core::Error::Msg("three projections".into()))?;
+            let [mut q, mut k, v] = project([&layer.q, &layer.k, &layer.v], &h, n, dense)?;
             rope(&mut q, heads * hd, hd, positions(), (cos, sin), cfg.arch);
             rope(&mut k, kvh * hd, hd, positions(), (cos, sin), cfg.arch);
-            cache.write(l, rows, t, &k, &v);
+            cache.write(l, rows, t, &k, &v)?;
             let Store::Cpu { k: keys, v: values } = &cache.store else {
                 candle_core::bail!("the cache is not a CPU cache")
             };
             let y = attend::from_cache(&q, t, &seqs, &keys[l], &values[l], cache.capacity, shape);
-            let [o]: [Vec<f32>; 1] = project(&[&layer.o], &y, n, dense)?
-                .try_into()
-                .map_err(|_| candle_core::Error::Msg("one projection".into()))?;
+            let [o] = project([&layer.o], &y, n, dense)?;
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
             let h = with_slice(&layer.ffn_norm, |w| rms_norm(&x, w, eps))?;
-            let [mut gate, up]: [Vec<f32>; 2] = project(&[&layer.gate, &layer.up], &h, n, dense)?
-                .try_into()
-                .map_err(|_| candle_core::Error::Msg("two projections".into()))?;
+            let [mut gate, up] = project([&layer.gate, &layer.up], &h, n, dense)?;
             silu_mul(&mut gate, &up);
-            let [down]: [Vec<f32>; 1] = project(&[&layer.down], &gate, n, dense)?
-                .try_into()
-                .map_err(|_| candle_core::Error::Msg("one projection".into()))?;
+            let [down] = project([&layer.down], &gate, n, dense)?;
             x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
         let last: Vec<f32> = x
@@ -608,9 +600,7 @@ impl Model {
             .copied()
             .collect();
         let last = with_slice(&self.norm, |w| rms_norm(&last, w, eps))?;
-        let [logits]: [Vec<f32>; 1] = project(&[&self.head], &last, rows.len(), false)?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("one projection".into()))?;
+        let [logits] = project([&self.head], &last, rows.len(), false)?;
         Tensor::from_vec(logits, (rows.len(), cfg.vocab), &self.device)
     }
 
@@ -693,28 +683,26 @@ impl Model {
                     .slice_set(&v.narrow(0, i, 1)?, 2, r.pos)?;
             }
             let y = {
-                {
-                    let keys = keys[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
-                    let values = values[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
-                    let q = q.reshape((b, kvh, rep * t, hd))?;
-                    // Scores reduce over head_dim, the same for every row, so one matmul
-                    // serves all.
-                    let scores = (q.matmul(&keys.t()?)? * scale)?.broadcast_add(&mask)?;
-                    // Softmax and the weighted sum reduce over the keys: each row uses exactly
-                    // its own length, never the batch's longest, so its numbers (and its
-                    // greedy output) do not depend on which other sequences share the step.
-                    let mut ys = Vec::with_capacity(b);
-                    for (i, r) in rows.iter().enumerate() {
-                        let len = r.pos + t;
-                        let s = scores.narrow(0, i, 1)?.narrow(3, 0, len)?.contiguous()?;
-                        let p = candle_nn::ops::softmax_last_dim(&s)?;
-                        ys.push(p.matmul(&values.narrow(0, i, 1)?.narrow(2, 0, len)?)?);
-                    }
-                    Tensor::cat(&ys, 0)? // [b, kvh, rep*t, hd]
-                        .reshape((b, heads, t, hd))?
-                        .transpose(1, 2)?
-                        .reshape((b * t, heads * hd))?
+                let keys = keys[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                let values = values[l].narrow(0, s0, b)?.narrow(2, 0, longest)?;
+                let q = q.reshape((b, kvh, rep * t, hd))?;
+                // Scores reduce over head_dim, the same for every row, so one matmul
+                // serves all.
+                let scores = (q.matmul(&keys.t()?)? * scale)?.broadcast_add(&mask)?;
+                // Softmax and the weighted sum reduce over the keys: each row uses exactly
+                // its own length, never the batch's longest, so its numbers (and its
+                // greedy output) do not depend on which other sequences share the step.
+                let mut ys = Vec::with_capacity(b);
+                for (i, r) in rows.iter().enumerate() {
+                    let len = r.pos + t;
+                    let s = scores.narrow(0, i, 1)?.narrow(3, 0, len)?.contiguous()?;
+                    let p = candle_nn::ops::softmax_last_dim(&s)?;
+                    ys.push(p.matmul(&values.narrow(0, i, 1)?.narrow(2, 0, len)?)?);
                 }
+                Tensor::cat(&ys, 0)? // [b, kvh, rep*t, hd]
+                    .reshape((b, heads, t, hd))?
+                    .transpose(1, 2)?
+                    .reshape((b * t, heads * hd))?
             };
             x = (x + layer.o.forward(&y, dense)?)?;
 
@@ -921,10 +909,17 @@ impl Cache {
 
     /// Writes layer `l`'s new keys and values of a CPU cache, each `[rows * tokens, kv_heads *
     /// head_dim]` (token-major), at each row's slot and positions.
-    fn write(&mut self, l: usize, rows: &[Row<'_>], tokens: usize, keys: &[f32], values: &[f32]) {
+    fn write(
+        &mut self,
+        l: usize,
+        rows: &[Row<'_>],
+        tokens: usize,
+        keys: &[f32],
+        values: &[f32],
+    ) -> candle_core::Result<()> {
         let (cap, hd, kvh) = (self.capacity, self.head_dim, self.kv_heads);
         let Store::Cpu { k, v } = &mut self.store else {
-            return;
+            candle_core::bail!("the cache is not a CPU cache")
         };
         for (cache, new) in [(&mut k[l], keys), (&mut v[l], values)] {
             for (i, r) in rows.iter().enumerate() {
@@ -937,6 +932,7 @@ impl Cache {
                 }
             }
         }
+        Ok(())
     }
 }
 
