@@ -31,10 +31,13 @@ struct Args {
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
     /// One part alone, for profiling: `api` (--url at --batches), `embeddings`, `kernel` (the
-    /// 8-bit product on the model's shapes), `prefill` (by prompt length), or `decode` (the
+    /// integer products on the model's shapes), `prefill` (by prompt length), or `decode` (the
     /// default weights' bare loop at --batches).
     #[arg(long)]
     only: Option<String>,
+    /// Weight format of `--only decode` (`auto` is what the service picks).
+    #[arg(long, default_value = "auto")]
+    weights: String,
 }
 
 const PROMPT: &str = "Write a two-sentence email inviting a customer who bought running shoes to try our new trail collection.";
@@ -119,14 +122,23 @@ fn prefill(model: &Model, prompt: &[u32], len: usize) -> anyhow::Result<f64> {
     Ok(len as f64 / best)
 }
 
-/// Prefill tokens/s by prompt length for the 8-bit and f32 weights (where `hybrid` switches).
-fn print_prefill(q8: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> {
+/// Prefill tokens/s by prompt length for the 8-bit, 4-bit and f32 weights (where `hybrid`
+/// switches).
+fn print_prefill(q8: &Model, q4: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> {
     println!("\n## Prefill by prompt length (one call, tokens/s)\n");
-    println!("| tokens | q8_0 | f32 | f32 vs q8_0 |");
-    println!("|---:|---:|---:|---:|");
+    println!("| tokens | q8_0 | q4 | f32 | q4 vs q8_0 | f32 vs q8_0 |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for len in PREFILL_LENGTHS {
-        let (a, b) = (prefill(q8, prompt, len)?, prefill(f32, prompt, len)?);
-        println!("| {len} | {a:.0} | {b:.0} | {:.2}x |", b / a);
+        let (a, b, c) = (
+            prefill(q8, prompt, len)?,
+            prefill(q4, prompt, len)?,
+            prefill(f32, prompt, len)?,
+        );
+        println!(
+            "| {len} | {a:.0} | {b:.0} | {c:.0} | {:.2}x | {:.2}x |",
+            b / a,
+            c / a
+        );
     }
     Ok(())
 }
@@ -134,22 +146,32 @@ fn print_prefill(q8: &Model, f32: &Model, prompt: &[u32]) -> anyhow::Result<()> 
 /// Row counts of the kernel table: one decode row, a batch of 16, a bench prompt's prefill.
 const KERNEL_ROWS: [usize; 5] = [1, 2, 16, 39, 64];
 
-/// The 8-bit product alone on the default model's matrix shapes (out x in), in billions of
-/// multiply-adds per second, best of several calls: the decode and prefill kernel without the
-/// rest of the forward pass, for judging kernel changes on a noisy machine.
+/// The integer products alone on the default model's matrix shapes (out x in), 8-bit weights
+/// and the file's 4-bit blocks (Q4_1), in billions of multiply-adds per second, best of several
+/// calls: the decode and prefill kernel without the rest of the forward pass, for judging
+/// kernel changes on a noisy machine.
 fn print_kernel() -> anyhow::Result<()> {
-    use mercato_content::inference::q8::Q8Matrix;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use mercato_content::inference::q8::{Q4Blocks, Q8Matrix};
     let mut rng = mercato_platform::random::SplitMix64::new(7);
     let mut values =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect() };
-    println!("\n## 8-bit product (GMAC/s, best of 20)\n");
+    println!("\n## Integer products (GMAC/s, best of 20)\n");
     println!(
-        "| out x in | {} |",
+        "| out x in | weights | {} |",
         KERNEL_ROWS.map(|r| format!("{r} rows")).join(" | ")
     );
-    println!("|---|{}", "---:|".repeat(KERNEL_ROWS.len()));
-    for (out, inp) in [(576, 576), (1536, 576), (576, 1536), (49152, 576)] {
-        let m = Q8Matrix::quantise(&values(out * inp), out, inp)?;
+    println!("|---|---|{}", "---:|".repeat(KERNEL_ROWS.len()));
+    let shapes = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
+    for ((out, inp), four) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+        let w = values(out * inp);
+        let m = if four {
+            let t = Tensor::from_vec(w, (out, inp), &Device::Cpu)?;
+            let q = QTensor::quantize(&t, GgmlDType::Q4_1)?;
+            Q8Matrix::from_q4(&q.data()?, Q4Blocks::Q4_1, out, inp)?
+        } else {
+            Q8Matrix::quantise(&w, out, inp)?
+        };
         let mut cells = Vec::new();
         for rows in KERNEL_ROWS {
             let x = values(rows * inp);
@@ -161,7 +183,8 @@ fn print_kernel() -> anyhow::Result<()> {
             }
             cells.push(format!("{:.1}", (out * inp * rows) as f64 / best / 1e9));
         }
-        println!("| {out} x {inp} | {} |", cells.join(" | "));
+        let kind = if four { "4-bit" } else { "8-bit" };
+        println!("| {out} x {inp} | {kind} | {} |", cells.join(" | "));
     }
     // Decode attention of the model's shape (9 query heads over 3 key heads of 64) for 16
     // sequences at 100 cached positions, one layer.
@@ -409,10 +432,10 @@ fn main() -> anyhow::Result<()> {
         }
         Some("prefill") => {
             let load = |format| Model::load(&path, format, usize::MAX, 2048, &Device::Cpu);
-            return print_prefill(&load("q8_0")?, &load("f32")?, &prompt);
+            return print_prefill(&load("q8_0")?, &load("q4")?, &load("f32")?, &prompt);
         }
         Some("decode") => {
-            let model = Model::load(&path, "auto", usize::MAX, 2048, &Device::Cpu)?;
+            let model = Model::load(&path, &args.weights, usize::MAX, 2048, &Device::Cpu)?;
             for b in args.batches.split(',') {
                 let r = ours(&model, &prompt, b.trim().parse()?, args.tokens)?;
                 println!("| {b} | {:.1} | {:.1} |", r.decode, r.end_to_end);
@@ -433,7 +456,7 @@ fn main() -> anyhow::Result<()> {
     );
     let (stock_prefill, stock_decode) = stock(&path, &prompt, args.tokens)?;
     let mut single = Vec::new();
-    for format in ["file", "q8_0", "f32", "hybrid"] {
+    for format in ["file", "q8_0", "q4", "f32", "hybrid"] {
         let model = Model::load(&path, format, usize::MAX, 2048, &Device::Cpu)?;
         single.push((format, ours(&model, &prompt, 1, args.tokens)?));
     }
@@ -456,22 +479,22 @@ fn main() -> anyhow::Result<()> {
         "Decode columns count decode steps only; the last column is generated tokens over \
          prefill plus decode time, the work a request does through the API.\n"
     );
-    let formats = ["q8_0", "f32", "hybrid"];
+    let formats = ["q8_0", "q4", "f32", "hybrid"];
     let models: Vec<Model> = formats
         .iter()
         .map(|f| Model::load(&path, f, usize::MAX, 2048, &Device::Cpu))
         .collect::<anyhow::Result<_>>()?;
     // What `auto` picks on this CPU with the service's default memory limit.
-    let auto = WeightFormat::choose("auto", models[0].config.params, 2 << 30, &Device::Cpu)?;
+    let auto = WeightFormat::choose("auto", &models[0].config, 2 << 30, &Device::Cpu)?;
     let default = formats
         .iter()
         .position(|f| *f == auto.as_str())
         .context("auto picks a format the bench measures")?;
     println!(
-        "`auto` picks {} on this CPU (the default columns).\n\n| sequences | decode q8_0 | decode f32 | decode hybrid | default decode | default vs 1 sequence | default with prefill |",
+        "`auto` picks {} on this CPU (the default columns).\n\n| sequences | decode q8_0 | decode q4 | decode f32 | decode hybrid | default decode | default vs 1 sequence | default with prefill |",
         auto.as_str()
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     let mut bare = Vec::new();
     for b in args.batches.split(',') {
@@ -484,17 +507,18 @@ fn main() -> anyhow::Result<()> {
         let one = *base.get_or_insert(d.decode);
         bare.push((b, d.decode, d.end_to_end));
         println!(
-            "| {b} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
+            "| {b} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
             row[0].decode,
             row[1].decode,
             row[2].decode,
+            row[3].decode,
             d.decode,
             d.decode / one,
             d.end_to_end
         );
     }
-    // The same q8_0 and f32 models (`formats` order).
-    print_prefill(&models[0], &models[1], &prompt)?;
+    // The same q8_0, q4 and f32 models (`formats` order).
+    print_prefill(&models[0], &models[1], &models[2], &prompt)?;
     drop(models);
     print_embeddings()?;
     if let Some(url) = &args.url {

@@ -14,11 +14,14 @@ fn model_path() -> PathBuf {
 }
 
 fn engine(max_batch: usize, prefill_chunk: usize) -> Engine {
+    // Both 8-bit CPU kernels' forms (the 8-bit one and the f32 GEMM for long prefill chunks).
+    engine_with("hybrid", max_batch, prefill_chunk)
+}
+
+fn engine_with(weights: &str, max_batch: usize, prefill_chunk: usize) -> Engine {
     let engine = Engine::start(EngineSpec {
         model_path: model_path(),
-        // Both CPU kernels (the 8-bit one and the f32 GEMM for long prefill chunks); `auto`
-        // is one of them or this pair, by CPU.
-        weights: "hybrid".into(),
+        weights: weights.into(),
         f32_limit_bytes: 2 << 30,
         max_context: 1024,
         max_new_tokens: 256,
@@ -66,11 +69,19 @@ fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
 /// Prefill tokens per step in the batch-equals-sequential test.
 const PREFILL_CHUNK: usize = DENSE_FROM_ROWS;
 
+/// `auto` is one of these by CPU: `hybrid` runs the 8-bit kernel and the f32 GEMM, `q4` the
+/// file's 4-bit blocks (and the 8-bit kernel for the head).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_equals_sequential_token_for_token() {
+    for weights in ["hybrid", "q4"] {
+        batch_equals_sequential(weights).await;
+    }
+}
+
+async fn batch_equals_sequential(weights: &str) {
     let lengths = [24usize, 16, 30, 20];
     // One at a time: a worker with a single slot.
-    let single = engine(1, PREFILL_CHUNK);
+    let single = engine_with(weights, 1, PREFILL_CHUNK);
     let inputs = prompts(&single);
     let mut sequential = Vec::new();
     for (p, n) in inputs.iter().zip(lengths) {
@@ -85,7 +96,7 @@ async fn batch_equals_sequential_token_for_token() {
     // Together: all submitted at once to an 8-slot worker. The long prompt is prefilled over
     // two steps while the others already decode, and sequences of different lengths leave the
     // batch at different steps.
-    let batched = engine(8, PREFILL_CHUNK);
+    let batched = engine_with(weights, 8, PREFILL_CHUNK);
     let handles: Vec<_> = inputs
         .iter()
         .zip(lengths)
@@ -100,15 +111,24 @@ async fn batch_equals_sequential_token_for_token() {
         together.push(h.await.expect("join").expect("batched generation"));
     }
     for (i, (a, b)) in sequential.iter().zip(&together).enumerate() {
-        assert!(a.completion_tokens > 0, "prompt {i} generated nothing");
-        assert_eq!(a.text, b.text, "prompt {i}: batched output differs");
-        assert_eq!(a.completion_tokens, b.completion_tokens, "prompt {i}");
-        assert_eq!(a.finish_reason, b.finish_reason, "prompt {i}");
+        assert!(
+            a.completion_tokens > 0,
+            "{weights}: prompt {i} generated nothing"
+        );
+        assert_eq!(
+            a.text, b.text,
+            "{weights}: prompt {i}: batched output differs"
+        );
+        assert_eq!(
+            a.completion_tokens, b.completion_tokens,
+            "{weights}: prompt {i}"
+        );
+        assert_eq!(a.finish_reason, b.finish_reason, "{weights}: prompt {i}");
     }
     let stats = batched.stats.snapshot();
     assert!(
         stats.mean_batch > 1.5,
-        "sequences were not decoded together: {stats:?}"
+        "{weights}: sequences were not decoded together: {stats:?}"
     );
 }
 

@@ -19,6 +19,13 @@
 //! the same fused multiply-adds): AVX-512 VNNI (one `vpdpbusd` per four inputs of eight
 //! columns and row, about twice the AVX2 path's throughput on batches; `mod vnni`), AVX2 and
 //! FMA (safe intrinsics through `pulp`), and scalar code elsewhere.
+//!
+//! A matrix can also keep a GGUF file's own 4-bit blocks (Q4_0, Q4_1: weight = d * q + m with
+//! q in 0..=15; `Q8Matrix::from_q4`), two steps per 32 bytes. Their values are unsigned, so
+//! `maddubs` multiplies them by the signed activation bytes directly, and a block's sums fit in
+//! 16-bit lanes until one `madd` per block: half the bytes and half the multiplies per input
+//! of the 8-bit AVX2 path (`kernel4`; AVX2 and scalar paths, the same bits). The offset m
+//! multiplies each block's activation sum, which the activations keep for these matrices.
 
 use bytemuck::cast;
 
@@ -78,6 +85,14 @@ impl Path {
         Path::Scalar
     }
 
+    /// The path for 4-bit matrices, which have no VNNI kernel (a VNNI CPU has AVX2).
+    fn four_bit(self) -> Path {
+        match self {
+            Path::Vnni => Path::Avx2,
+            other => other,
+        }
+    }
+
     fn row_tile(self) -> usize {
         match self {
             Path::Vnni => VNNI_ROWS,
@@ -96,9 +111,38 @@ pub struct Q8Matrix {
     qs: Vec<[i8; 32]>,
     /// `[group][block]`: the 8 columns' scales.
     d: Vec<[f32; COLS]>,
-    /// `[group][block]`: -128 times each column's sum of weights over the block, which the
-    /// VNNI path starts from because it multiplies activations offset by 128 (unsigned).
-    bias: Vec<[i32; COLS]>,
+    kind: Kind,
+}
+
+/// How a matrix holds its integers.
+enum Kind {
+    /// Signed bytes, one per input (`qs` is `[group][block][step]`). `bias` is `[group][block]`:
+    /// -128 times each column's sum of weights over the block, which the VNNI path starts from
+    /// because it multiplies activations offset by 128 (unsigned).
+    Signed8 { bias: Vec<[i32; COLS]> },
+    /// A GGUF file's own 4-bit values (0 to 15), weight = d * q + m per column and block. `qs`
+    /// is `[group][block][pair]`: the 32 bytes of steps 2p (low nibbles) and 2p + 1 (high
+    /// nibbles), so a block is half the bytes of `Signed8`. `min` is `[group][block]`: m.
+    Unsigned4 { min: Vec<[f32; COLS]> },
+}
+
+impl Kind {
+    /// Weight vectors per block.
+    fn vectors(&self) -> usize {
+        match self {
+            Kind::Signed8 { .. } => BLOCK / STEP,
+            Kind::Unsigned4 { .. } => BLOCK / STEP / 2,
+        }
+    }
+}
+
+/// Which 4-bit GGUF block layout [`Q8Matrix::from_q4`] reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Q4Blocks {
+    /// `Q4_0`: an f16 scale d and 16 bytes; weight = d * (q - 8).
+    Q4_0,
+    /// `Q4_1`: f16 d and m and 16 bytes; weight = d * q + m.
+    Q4_1,
 }
 
 /// One block's quantisation: values into `q`, returns the scale.
@@ -147,7 +191,65 @@ impl Q8Matrix {
             groups,
             qs,
             d,
-            bias,
+            kind: Kind::Signed8 { bias },
+        })
+    }
+
+    /// Keeps a row-major `[out, in]` matrix of GGUF 4-bit blocks as it is (the same weights,
+    /// no second rounding). In a block, byte j holds input j in its low nibble and input
+    /// j + 16 in its high nibble.
+    pub fn from_q4(data: &[u8], layout: Q4Blocks, out: usize, inp: usize) -> anyhow::Result<Self> {
+        let size = match layout {
+            Q4Blocks::Q4_0 => 18,
+            Q4Blocks::Q4_1 => 20,
+        };
+        let blocks = inp / BLOCK;
+        anyhow::ensure!(
+            inp > 0 && inp.is_multiple_of(BLOCK) && data.len() == out * blocks * size,
+            "a 4-bit matrix needs whole blocks of {BLOCK} inputs ({out} x {inp}, {} bytes)",
+            data.len()
+        );
+        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let groups = out.div_ceil(COLS);
+        let pairs = BLOCK / STEP / 2;
+        let mut qs = vec![[0i8; 32]; groups * blocks * pairs];
+        let mut d = vec![[0f32; COLS]; groups * blocks];
+        let mut min = vec![[0f32; COLS]; groups * blocks];
+        for col in 0..out {
+            let (g, c) = (col / COLS, col % COLS);
+            for b in 0..blocks {
+                let raw = &data[(col * blocks + b) * size..][..size];
+                let scale = f16(&raw[0..2]);
+                let (m, nibbles) = match layout {
+                    Q4Blocks::Q4_0 => (-8.0 * scale, &raw[2..]),
+                    Q4Blocks::Q4_1 => (f16(&raw[2..4]), &raw[4..]),
+                };
+                d[g * blocks + b][c] = scale;
+                min[g * blocks + b][c] = m;
+                let q = |i: usize| {
+                    if i < BLOCK / 2 {
+                        nibbles[i] & 0x0F
+                    } else {
+                        nibbles[i - BLOCK / 2] >> 4
+                    }
+                };
+                for p in 0..pairs {
+                    let lanes = &mut qs[(g * blocks + b) * pairs + p];
+                    for j in 0..STEP {
+                        let (lo, hi) = (q(2 * p * STEP + j), q((2 * p + 1) * STEP + j));
+                        lanes[c * STEP + j] = (lo | (hi << 4)) as i8;
+                    }
+                }
+            }
+        }
+        Ok(Q8Matrix {
+            out,
+            inp,
+            blocks,
+            groups,
+            qs,
+            d,
+            kind: Kind::Unsigned4 { min },
         })
     }
 
@@ -165,13 +267,22 @@ impl Q8Matrix {
     /// all their column groups share one dispatch on the pool. Returns one `[rows, out]`
     /// product per matrix, each the same numbers `matmul` gives.
     pub fn matmul_each(matrices: &[&Q8Matrix], x: &[f32]) -> Vec<Vec<f32>> {
-        let Some(inp) = matrices.first().map(|m| m.inp) else {
+        let Some(first) = matrices.first() else {
             return Vec::new();
         };
+        let (inp, four) = (first.inp, first.is_four_bit());
         debug_assert!(matrices.iter().all(|m| m.inp == inp));
+        // The two kinds quantise the input differently; a mix goes one matrix at a time.
+        if matrices.iter().any(|m| m.is_four_bit() != four) {
+            return matrices.iter().map(|m| m.matmul(x)).collect();
+        }
         let rows = x.len() / inp;
-        let path = Path::detect();
-        let acts = Activations::new(x, rows, inp, path == Path::Vnni);
+        let path = if four {
+            Path::detect().four_bit()
+        } else {
+            Path::detect()
+        };
+        let acts = Activations::new(x, rows, inp, path == Path::Vnni, four);
         // The work items are the column groups of all matrices, one after another; each range
         // of them fills its own buffers, `[group][row]` lanes, one per matrix it touches.
         let starts: Vec<usize> = matrices
@@ -206,14 +317,23 @@ impl Q8Matrix {
             .collect()
     }
 
+    fn is_four_bit(&self) -> bool {
+        matches!(self.kind, Kind::Unsigned4 { .. })
+    }
+
     /// Rows `first..` of the activations against column group `g`.
     fn tile<'a>(&'a self, acts: &'a Activations, g: usize, first: usize) -> Tile<'a> {
-        let per_group = self.blocks * (BLOCK / STEP);
+        let per_group = self.blocks * self.kind.vectors();
         let blocks = g * self.blocks..(g + 1) * self.blocks;
+        let (bias, min) = match &self.kind {
+            Kind::Signed8 { bias } => (&bias[blocks.clone()], None),
+            Kind::Unsigned4 { min } => (&[][..], Some(&min[blocks.clone()])),
+        };
         Tile {
             weights: &self.qs[g * per_group..(g + 1) * per_group],
-            scales: &self.d[blocks.clone()],
-            bias: &self.bias[blocks],
+            scales: &self.d[blocks],
+            bias,
+            min,
             acts,
             first,
         }
@@ -276,22 +396,27 @@ struct Activations {
     words: Vec<i32>,
     /// `[block][row]`.
     d: Vec<f32>,
+    /// `[block][row]`: the sum of the block's quantised values (exact in f32), which 4-bit
+    /// matrices need for their offsets m; empty otherwise.
+    sums: Vec<f32>,
 }
 
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even). With `offset`, each byte
-    /// is stored plus 128 (unsigned), as the VNNI path multiplies. This is serial work on the
-    /// calling thread, so it runs with explicit AVX2 where the CPU has it; the scalar path
-    /// gives the same bytes.
-    fn new(x: &[f32], rows: usize, inp: usize, offset: bool) -> Self {
+    /// is stored plus 128 (unsigned), as the VNNI path multiplies; with `sums`, each block's
+    /// sum is kept too. This is serial work on the calling thread, so it runs with explicit
+    /// AVX2 where the CPU has it; the scalar path gives the same bytes.
+    fn new(x: &[f32], rows: usize, inp: usize, offset: bool, sums: bool) -> Self {
         let flip = if offset { FLIP } else { 0 };
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
             return simd.vectorize(|| {
-                Self::quantise(x, rows, inp, flip, |b| quantise_words_avx2(simd, b, flip))
+                Self::quantise(x, rows, inp, flip, sums, |b| {
+                    quantise_words_avx2(simd, b, flip)
+                })
             });
         }
-        Self::quantise(x, rows, inp, flip, |b| quantise_words(b, flip))
+        Self::quantise(x, rows, inp, flip, sums, |b| quantise_words(b, flip))
     }
 
     #[inline(always)]
@@ -300,16 +425,22 @@ impl Activations {
         rows: usize,
         inp: usize,
         flip: i32,
+        sums: bool,
         block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP]),
     ) -> Self {
         let blocks = inp / BLOCK;
         let padded = rows.div_ceil(VNNI_ROWS) * VNNI_ROWS;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
+        let mut total = vec![0f32; if sums { blocks * padded } else { 0 }];
         for (r, row) in x[..rows * inp].chunks_exact(inp).enumerate() {
             for (b, values) in row.as_chunks::<BLOCK>().0.iter().enumerate() {
                 let (scale, w) = block(values);
                 d[b * padded + r] = scale;
+                if sums {
+                    let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
+                    total[b * padded + r] = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
+                }
                 for (s, w) in w.into_iter().enumerate() {
                     words[(b * (BLOCK / STEP) + s) * padded + r] = w;
                 }
@@ -320,6 +451,7 @@ impl Activations {
             flip,
             words,
             d,
+            sums: total,
         }
     }
 
@@ -396,11 +528,16 @@ struct Tile<'a> {
     weights: &'a [[i8; 32]],
     scales: &'a [[f32; COLS]],
     bias: &'a [[i32; COLS]],
+    /// A 4-bit matrix's offsets m (`None` for 8-bit weights).
+    min: Option<&'a [[f32; COLS]]>,
     acts: &'a Activations,
     first: usize,
 }
 
 fn kernel(path: Path, tile: &Tile, out: &mut [[f32; COLS]]) {
+    if let Some(min) = tile.min {
+        return kernel4(path, tile, min, out);
+    }
     #[cfg(target_arch = "x86_64")]
     match path {
         Path::Vnni => return vnni::kernel(tile, out),
@@ -477,6 +614,142 @@ fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
             *a = simd
                 .fma
                 ._mm256_fmadd_ps(simd.avx._mm256_cvtepi32_ps(sums[i]), scale, *a);
+        }
+    }
+    for (lanes, a) in out.iter_mut().zip(acc) {
+        *lanes = cast(a);
+    }
+}
+
+/// A 4-bit tile: `maddubs` multiplies the weights' unsigned values by the activations' signed
+/// bytes directly (no sign trick) and a block's eight steps add up in 16-bit lanes (at most 16
+/// products of 15 x 127 each, so no lane saturates) before one `madd` widens them: half the
+/// multiplies per input of the 8-bit AVX2 path. Per block the integer sum is scaled by d and
+/// the block's activation sum by m, as in `kernel4_scalar`.
+fn kernel4(path: Path, tile: &Tile, min: &[[f32; COLS]], out: &mut [[f32; COLS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if path != Path::Scalar
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        // Padding rows cost as much as real ones: a tile computes only as many as it keeps.
+        return simd.vectorize(|| match out.len() {
+            1 => kernel4_avx2::<1>(simd, tile, min, out),
+            2 => kernel4_avx2::<2>(simd, tile, min, out),
+            _ => kernel4_avx2::<ROW_TILE>(simd, tile, min, out),
+        });
+    }
+    let _ = path;
+    kernel4_scalar(tile, min, out)
+}
+
+fn kernel4_scalar(tile: &Tile, min: &[[f32; COLS]], out: &mut [[f32; COLS]]) {
+    let Tile {
+        weights,
+        scales,
+        acts,
+        first,
+        ..
+    } = *tile;
+    let pairs = BLOCK / STEP / 2;
+    for (i, lanes) in out.iter_mut().enumerate() {
+        let r = first + i;
+        let mut acc = [0f32; COLS];
+        for (b, (dw, m)) in scales.iter().zip(min).enumerate() {
+            let mut sums = [0i32; COLS];
+            for p in 0..pairs {
+                let w = &weights[b * pairs + p];
+                for (half, shift) in [(0, 0), (1, 4)] {
+                    let a = acts.word(r, b, 2 * p + half).to_le_bytes();
+                    for (c, sum) in sums.iter_mut().enumerate() {
+                        for j in 0..STEP {
+                            let q = (w[c * STEP + j] as u8 >> shift) & 0x0F;
+                            *sum += q as i32 * a[j] as i8 as i32;
+                        }
+                    }
+                }
+            }
+            let da = acts.scale(r, b);
+            let offset = da * acts.sums[b * acts.rows + r];
+            for c in 0..COLS {
+                acc[c] = (sums[c] as f32).mul_add(dw[c] * da, acc[c]);
+                acc[c] = m[c].mul_add(offset, acc[c]);
+            }
+        }
+        *lanes = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn kernel4_avx2<const R: usize>(
+    simd: pulp::x86::V3,
+    tile: &Tile,
+    min: &[[f32; COLS]],
+    out: &mut [[f32; COLS]],
+) {
+    use std::arch::x86_64::{__m256, __m256i};
+    const STEPS: usize = BLOCK / STEP;
+    let (acts, first) = (tile.acts, tile.first);
+    // Rows are padded to whole tiles, so a tile can compute `R` rows and keep `out.len()`.
+    debug_assert!(first + R <= acts.rows);
+    let ones = simd.avx._mm256_set1_epi16(1);
+    let low = simd.avx._mm256_set1_epi8(0x0F);
+    let zero = simd.avx._mm256_setzero_si256();
+    let mut acc: [__m256; R] = [simd.avx._mm256_setzero_ps(); R];
+    let blocks = tile
+        .weights
+        .as_chunks::<{ STEPS / 2 }>()
+        .0
+        .iter()
+        .zip(tile.scales.iter().zip(min))
+        .zip(acts.words.chunks_exact(STEPS * acts.rows))
+        .zip(
+            acts.d
+                .chunks_exact(acts.rows)
+                .zip(acts.sums.chunks_exact(acts.rows)),
+        );
+    for (((w, (dw, m)), words), (d, sums)) in blocks {
+        let mut wide: [__m256i; R] = [zero; R];
+        for (w, two) in w.iter().zip(words.chunks_exact(2 * acts.rows)) {
+            let v: __m256i = cast(*w);
+            let lo = simd.avx2._mm256_and_si256(v, low);
+            let hi = simd
+                .avx2
+                ._mm256_and_si256(simd.avx2._mm256_srli_epi16::<4>(v), low);
+            let (even, odd) = two.split_at(acts.rows);
+            let (Some(even), Some(odd)) = (
+                even[first..].first_chunk::<R>(),
+                odd[first..].first_chunk::<R>(),
+            ) else {
+                return;
+            };
+            for ((sum, e), o) in wide.iter_mut().zip(even).zip(odd) {
+                let pe = simd
+                    .avx2
+                    ._mm256_maddubs_epi16(lo, simd.avx._mm256_set1_epi32(*e));
+                let po = simd
+                    .avx2
+                    ._mm256_maddubs_epi16(hi, simd.avx._mm256_set1_epi32(*o));
+                *sum = simd
+                    .avx2
+                    ._mm256_add_epi16(*sum, simd.avx2._mm256_add_epi16(pe, po));
+            }
+        }
+        let (Some(da), Some(sa)) = (
+            d[first..].first_chunk::<R>(),
+            sums[first..].first_chunk::<R>(),
+        ) else {
+            return;
+        };
+        let (dw, m): (__m256, __m256) = (cast(*dw), cast(*m));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let sum = simd.avx2._mm256_madd_epi16(wide[i], ones);
+            let scale = simd.avx._mm256_mul_ps(dw, simd.avx._mm256_set1_ps(da[i]));
+            *acc = simd
+                .fma
+                ._mm256_fmadd_ps(simd.avx._mm256_cvtepi32_ps(sum), scale, *acc);
+            let offset = simd.avx._mm256_set1_ps(da[i] * sa[i]);
+            *acc = simd.fma._mm256_fmadd_ps(m, offset, *acc);
         }
     }
     for (lanes, a) in out.iter_mut().zip(acc) {
@@ -736,7 +1009,7 @@ mod tests {
             .flat_map(|p| [1, 2, 3, 4, 7, 16, 21].map(|rows| (p, rows)));
         for (path, rows) in cases {
             let x = matrix(rows, inp, 6 + rows as u64);
-            let acts = Activations::new(&x, rows, inp, path == Path::Vnni);
+            let acts = Activations::new(&x, rows, inp, path == Path::Vnni, false);
             for g in 0..m.groups {
                 for first in (0..rows).step_by(path.row_tile()) {
                     let n = path.row_tile().min(rows - first);
@@ -761,7 +1034,7 @@ mod tests {
         let m = Q8Matrix::quantise(&matrix(out, inp, 5), out, inp).expect("quantise");
         for rows in [1, 2, 3, 4, 7, 8, 16, 21] {
             let x = matrix(rows, inp, 60 + rows as u64);
-            let acts = Activations::new(&x, rows, inp, true);
+            let acts = Activations::new(&x, rows, inp, true, false);
             for first in (0..rows).step_by(VNNI_ROWS) {
                 let n = VNNI_ROWS.min(rows - first);
                 let (ta, tb) = (m.tile(&acts, 0, first), m.tile(&acts, 1, first));
@@ -808,8 +1081,83 @@ mod tests {
         }
     }
 
+    /// A matrix in a GGUF 4-bit layout through candle's own quantiser, with candle's
+    /// dequantised values of it.
+    fn four_bit(out: usize, inp: usize, seed: u64, layout: Q4Blocks) -> (Q8Matrix, Vec<f32>) {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let w = candle_core::Tensor::from_vec(
+            matrix(out, inp, seed),
+            (out, inp),
+            &candle_core::Device::Cpu,
+        )
+        .expect("tensor");
+        let dtype = match layout {
+            Q4Blocks::Q4_0 => GgmlDType::Q4_0,
+            Q4Blocks::Q4_1 => GgmlDType::Q4_1,
+        };
+        let q = QTensor::quantize(&w, dtype).expect("quantize");
+        let exact = q
+            .dequantize(&candle_core::Device::Cpu)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .expect("dequantize");
+        let m = Q8Matrix::from_q4(&q.data().expect("data"), layout, out, inp).expect("from_q4");
+        (m, exact)
+    }
+
+    #[test]
+    fn four_bit_blocks_multiply_as_the_weights_candle_reads() {
+        let (out, inp, rows) = (20, 96, 3);
+        for layout in [Q4Blocks::Q4_0, Q4Blocks::Q4_1] {
+            let (m, w) = four_bit(out, inp, 11, layout);
+            let x = matrix(rows, inp, 12);
+            let y = m.matmul(&x);
+            for r in 0..rows {
+                for c in 0..out {
+                    let exact: f32 = (0..inp).map(|i| w[c * inp + i] * x[r * inp + i]).sum();
+                    // Only the activations are rounded (to 8 bits); the weights are the file's.
+                    assert!(
+                        (y[r * out + c] - exact).abs() < 0.02 * (1.0 + exact.abs()),
+                        "{layout:?} {r},{c}: {} vs {exact}",
+                        y[r * out + c]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn four_bit_vector_path_equals_scalar_path_and_rows_stand_alone() {
+        let (out, inp) = (24, 128);
+        let (m, _) = four_bit(out, inp, 13, Q4Blocks::Q4_1);
+        for rows in [1, 2, 3, 4, 5, 9, 16] {
+            let x = matrix(rows, inp, 20 + rows as u64);
+            let acts = Activations::new(&x, rows, inp, false, true);
+            for g in 0..m.groups {
+                for first in (0..rows).step_by(ROW_TILE) {
+                    let n = ROW_TILE.min(rows - first);
+                    let tile = m.tile(&acts, g, first);
+                    let min = tile.min.expect("a 4-bit tile");
+                    let mut b = vec![[0f32; COLS]; n];
+                    kernel4_scalar(&tile, min, &mut b);
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(simd) = pulp::x86::V3::try_new() {
+                        let mut a = vec![[0f32; COLS]; n];
+                        simd.vectorize(|| kernel4(Path::Avx2, &tile, min, &mut a));
+                        assert_eq!(a, b, "{rows} rows, group {g} from {first}");
+                    }
+                }
+            }
+            let together = m.matmul(&x);
+            for r in 0..rows {
+                let alone = m.matmul(&x[r * inp..(r + 1) * inp]);
+                assert_eq!(alone, together[r * out..(r + 1) * out], "row {r} of {rows}");
+            }
+        }
+    }
+
     #[test]
     fn rejects_inputs_that_are_not_whole_blocks() {
+        assert!(Q8Matrix::from_q4(&[0; 19], Q4Blocks::Q4_1, 1, 32).is_err());
         assert!(Q8Matrix::quantise(&[0.0; 30], 1, 30).is_err());
     }
 }
