@@ -72,15 +72,18 @@ def run(seqs):
 
 def ours(path):
     """(bare decode, bare with prefill, through the API) per sequence count, from our table."""
-    bare, api, section = {}, {}, None
+    bare, api, section, header = {}, {}, None, []
     for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("## "):
             section = line
+        elif line.startswith("| ") and not line[2].isdigit():
+            header = cells
         elif line.startswith("| ") and line[2].isdigit():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if section.startswith("## Bare batched loop"):
-                # The default weights' decode and with-prefill columns.
-                bare[int(cells[0])] = (float(cells[4]), float(cells[6]))
+                # The default weights' decode and with-prefill columns, found by their titles.
+                decode, with_prefill = header.index("default decode"), header.index("default with prefill")
+                bare[int(cells[0])] = (float(cells[decode]), float(cells[with_prefill]))
             elif section.startswith("## Through the HTTP API"):
                 api[int(cells[0])] = float(cells[1])
     return bare, api
