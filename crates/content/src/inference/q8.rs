@@ -638,6 +638,8 @@ fn kernel4(path: Path, tile: &Tile, min: &[[f32; COLS]], out: &mut [[f32; COLS]]
             _ => kernel4_avx2::<ROW_TILE>(simd, tile, min, out),
         });
     }
+    // Only the vector path is chosen by it.
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = path;
     kernel4_scalar(tile, min, out)
 }
