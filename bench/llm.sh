@@ -55,7 +55,12 @@ if [[ "${LLAMA_CPP:-1}" == 1 ]]; then
   venv="$out/venv-llama"
   if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet llama-cpp-python==0.3.36
+    # On CPUs with AMX a native build takes ggml's AMX path, which crashes in its first
+    # product (ggml-org/llama.cpp#20824, open); there it is built for the same CPU without AMX.
+    if grep -qw amx_int8 /proc/cpuinfo; then
+      export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON"
+    fi
+    "$venv/bin/pip" install --quiet --no-cache-dir llama-cpp-python==0.3.36
   fi
   kill $server 2>/dev/null; wait 2>/dev/null || true
   { echo; echo "## llama.cpp, single stream, same GGUF and prompt"; echo

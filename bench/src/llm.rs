@@ -38,6 +38,9 @@ struct Args {
     /// Weight format of `--only decode` (`auto` is what the service picks).
     #[arg(long, default_value = "auto")]
     weights: String,
+    /// Keep 8-bit products off AMX tiles where the CPU has them (the VNNI path instead).
+    #[arg(long)]
+    no_amx: bool,
 }
 
 const PROMPT: &str = "Write a two-sentence email inviting a customer who bought running shoes to try our new trail collection.";
@@ -144,15 +147,16 @@ fn print_prefill(q8: &Model, q4: &Model, f32: &Model, prompt: &[u32]) -> anyhow:
 }
 
 /// Row counts of the kernel table: one decode row, a batch of 16, a bench prompt's prefill.
-const KERNEL_ROWS: [usize; 5] = [1, 2, 16, 39, 64];
+const KERNEL_ROWS: [usize; 7] = [1, 2, 4, 8, 16, 39, 64];
 
 /// The integer products alone on the default model's matrix shapes (out x in), 8-bit weights
 /// and the file's 4-bit blocks (Q4_1), in billions of multiply-adds per second, best of several
 /// calls: the decode and prefill kernel without the rest of the forward pass, for judging
-/// kernel changes on a noisy machine.
+/// kernel changes on a noisy machine. Where the CPU has AMX, 8-bit weights are measured with
+/// and without it.
 fn print_kernel() -> anyhow::Result<()> {
     use candle_core::quantized::{GgmlDType, QTensor};
-    use mercato_content::inference::q8::{Q4Blocks, Q8Matrix};
+    use mercato_content::inference::q8::{self, Q4Blocks, Q8Matrix};
     let mut rng = mercato_platform::random::SplitMix64::new(7);
     let mut values =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect() };
@@ -163,7 +167,20 @@ fn print_kernel() -> anyhow::Result<()> {
     );
     println!("|---|---|{}", "---:|".repeat(KERNEL_ROWS.len()));
     let shapes = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
-    for ((out, inp), four) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+    let amx = q8::has_amx();
+    let kinds: &[(&str, bool, bool)] = if amx {
+        &[
+            ("8-bit", false, true),
+            ("8-bit, AMX off", false, false),
+            ("4-bit", true, false),
+        ]
+    } else {
+        &[("8-bit", false, false), ("4-bit", true, false)]
+    };
+    for ((out, inp), &(kind, four, tiles)) in shapes
+        .into_iter()
+        .flat_map(|s| kinds.iter().map(move |k| (s, k)))
+    {
         let w = values(out * inp);
         let m = if four {
             let t = Tensor::from_vec(w, (out, inp), &Device::Cpu)?;
@@ -172,6 +189,7 @@ fn print_kernel() -> anyhow::Result<()> {
         } else {
             Q8Matrix::quantise(&w, out, inp)?
         };
+        q8::use_amx(tiles);
         let mut cells = Vec::new();
         for rows in KERNEL_ROWS {
             let x = values(rows * inp);
@@ -183,9 +201,9 @@ fn print_kernel() -> anyhow::Result<()> {
             }
             cells.push(format!("{:.1}", (out * inp * rows) as f64 / best / 1e9));
         }
-        let kind = if four { "4-bit" } else { "8-bit" };
         println!("| {out} x {inp} | {kind} | {} |", cells.join(" | "));
     }
+    q8::use_amx(true);
     // Decode attention of the model's shape (9 query heads over 3 key heads of 64) for 16
     // sequences at 100 cached positions, one layer.
     use mercato_content::inference::attend::{Heads, from_cache};
@@ -411,6 +429,9 @@ fn main() -> anyhow::Result<()> {
     // As the service does (see `settle_thread_count`), so the figures are the service's.
     mercato_content::inference::settle_thread_count();
     let args = Args::parse();
+    if args.no_amx {
+        mercato_content::inference::q8::use_amx(false);
+    }
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
     let codec = TextCodec::from_gguf_path(&path).context("reading the tokenizer")?;
     let prompt = prompt_ids(&codec)?;
@@ -490,11 +511,14 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .position(|f| *f == auto.as_str())
         .context("auto picks a format the bench measures")?;
+    // Where the CPU has AMX, q8_0 runs batches on it; the column beside is the same weights
+    // on the VNNI path.
+    let amx = mercato_content::inference::q8::has_amx();
     println!(
-        "`auto` picks {} on this CPU (the default columns).\n\n| sequences | decode q8_0 | decode q4 | decode f32 | decode hybrid | default decode | default vs 1 sequence | default with prefill |",
+        "`auto` picks {} on this CPU (the default columns).\n\n| sequences | decode q8_0 | decode q8_0, AMX off | decode q4 | decode f32 | decode hybrid | default decode | default vs 1 sequence | default with prefill |",
         auto.as_str()
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     let mut bare = Vec::new();
     for b in args.batches.split(',') {
@@ -503,11 +527,19 @@ fn main() -> anyhow::Result<()> {
         for m in &models {
             row.push(ours(m, &prompt, b, args.tokens)?);
         }
+        let tiles_off = if amx {
+            mercato_content::inference::q8::use_amx(false);
+            let r = ours(&models[0], &prompt, b, args.tokens);
+            mercato_content::inference::q8::use_amx(true);
+            format!("{:.1}", r?.decode)
+        } else {
+            "-".into()
+        };
         let d = &row[default];
         let one = *base.get_or_insert(d.decode);
         bare.push((b, d.decode, d.end_to_end));
         println!(
-            "| {b} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
+            "| {b} | {:.1} | {tiles_off} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} |",
             row[0].decode,
             row[1].decode,
             row[2].decode,

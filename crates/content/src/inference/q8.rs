@@ -18,7 +18,9 @@
 //! Three paths, chosen at run time, compute the same numbers bit for bit (integer sums, then
 //! the same fused multiply-adds): AVX-512 VNNI (one `vpdpbusd` per four inputs of eight
 //! columns and row, about twice the AVX2 path's throughput on batches; `mod vnni`), AVX2 and
-//! FMA (safe intrinsics through `pulp`), and scalar code elsewhere.
+//! FMA (safe intrinsics through `pulp`), and scalar code elsewhere. Where the CPU has AMX
+//! (Intel's tile unit), batches of 12 rows or more take a fourth path with the same bits: one
+//! `tdpbssd` multiplies a block of 16 rows by 16 columns at once (`mod amx`).
 //!
 //! A matrix can also keep a GGUF file's own 4-bit blocks (Q4_0, Q4_1: weight = d * q + m with
 //! q in 0..=15; `Q8Matrix::from_q4`), two steps per 32 bytes. Their values are unsigned, so
@@ -49,6 +51,12 @@ const _: () = assert!(VNNI_ROWS.is_multiple_of(ROW_TILE));
 /// Rows from which the VNNI path takes column groups in pairs (512-bit). A single row is bound
 /// by memory bandwidth, and the pair measured slower there (30-37 against 38-48 GMAC/s).
 const PAIR_FROM_ROWS: usize = 2;
+/// Rows per AMX tile (the unit's most), to which the activations are padded on that path.
+const AMX_ROWS: usize = 16;
+const _: () = assert!(AMX_ROWS.is_multiple_of(VNNI_ROWS));
+/// Rows from which a product takes the AMX path where the CPU has it; fewer rows would be
+/// mostly padding, and one or two are bound by memory bandwidth on any path.
+const AMX_FROM_ROWS: usize = 12;
 /// XOR with this word turns four signed bytes into four bytes offset by 128 and back.
 const FLIP: i32 = 0x8080_8080_u32 as i32;
 
@@ -60,7 +68,33 @@ enum Path {
     /// AVX2 and FMA: `maddubs` and `madd` per four inputs of eight columns.
     Avx2,
     Scalar,
+    /// AMX tiles for batches (8-bit weights), on a CPU that has the VNNI path too.
+    Amx,
 }
+
+/// Whether this CPU runs the AMX kernel on batches (and it is not switched off).
+pub fn has_amx() -> bool {
+    amx_supported() && !AMX_OFF.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the CPU has AMX and this process may use it (whether or not it is switched off):
+/// 8-bit matrices then keep the AMX path's layout too.
+fn amx_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::supported()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Switches the AMX path off or back on for the whole process (it gives the same numbers as
+/// the VNNI path; the benchmark compares the two in one run).
+pub fn use_amx(on: bool) {
+    AMX_OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
+static AMX_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether this CPU runs the VNNI kernel.
 pub fn has_vnni() -> bool {
@@ -93,8 +127,19 @@ impl Path {
         }
     }
 
+    /// The path for a product of `rows` rows with 8-bit weights (`tiles`: whether they all
+    /// keep the AMX layout).
+    fn for_rows(self, rows: usize, tiles: bool) -> Path {
+        if self == Path::Vnni && rows >= AMX_FROM_ROWS && tiles && has_amx() {
+            Path::Amx
+        } else {
+            self
+        }
+    }
+
     fn row_tile(self) -> usize {
         match self {
+            Path::Amx => AMX_ROWS,
             Path::Vnni => VNNI_ROWS,
             Path::Avx2 | Path::Scalar => ROW_TILE,
         }
@@ -118,8 +163,13 @@ pub struct Q8Matrix {
 enum Kind {
     /// Signed bytes, one per input (`qs` is `[group][block][step]`). `bias` is `[group][block]`:
     /// -128 times each column's sum of weights over the block, which the VNNI path starts from
-    /// because it multiplies activations offset by 128 (unsigned).
-    Signed8 { bias: Vec<[i32; COLS]> },
+    /// because it multiplies activations offset by 128 (unsigned). `pairs` is the same bytes
+    /// for the AMX path, two groups side by side (`[group pair][block][step]`, 16 columns x 4
+    /// inputs), so that one tile holds a block of 16 columns; empty where the CPU has no AMX.
+    Signed8 {
+        bias: Vec<[i32; COLS]>,
+        pairs: Vec<[i8; 64]>,
+    },
     /// A GGUF file's own 4-bit values (0 to 15), weight = d * q + m per column and block. `qs`
     /// is `[group][block][pair]`: the 32 bytes of steps 2p (low nibbles) and 2p + 1 (high
     /// nibbles), so a block is half the bytes of `Signed8`. `min` is `[group][block]`: m.
@@ -143,6 +193,19 @@ pub enum Q4Blocks {
     Q4_0,
     /// `Q4_1`: f16 d and m and 16 bytes; weight = d * q + m.
     Q4_1,
+}
+
+/// `[group][block][step]` units of 32 bytes as `[group pair][block][step]` units of 64 (the
+/// pair's first group in the low half; zeros for a missing last one).
+fn side_by_side(qs: &[[i8; 32]], groups: usize, blocks: usize) -> Vec<[i8; 64]> {
+    let steps = BLOCK / STEP;
+    let mut pairs = vec![[0i8; 64]; groups.div_ceil(2) * blocks * steps];
+    for (i, unit) in qs.iter().enumerate() {
+        let (g, rest) = (i / (blocks * steps), i % (blocks * steps));
+        let half = (g % 2) * 32;
+        pairs[(g / 2) * blocks * steps + rest][half..half + 32].copy_from_slice(unit);
+    }
+    pairs
 }
 
 /// One block's quantisation: values into `q`, returns the scale.
@@ -184,6 +247,11 @@ impl Q8Matrix {
                 }
             }
         }
+        let pairs = if amx_supported() {
+            side_by_side(&qs, groups, blocks)
+        } else {
+            Vec::new()
+        };
         Ok(Q8Matrix {
             out,
             inp,
@@ -191,7 +259,7 @@ impl Q8Matrix {
             groups,
             qs,
             d,
-            kind: Kind::Signed8 { bias },
+            kind: Kind::Signed8 { bias, pairs },
         })
     }
 
@@ -280,9 +348,10 @@ impl Q8Matrix {
         let path = if four {
             Path::detect().four_bit()
         } else {
-            Path::detect()
+            let tiles = matrices.iter().all(|m| m.has_tiles());
+            Path::detect().for_rows(rows, tiles)
         };
-        let acts = Activations::new(x, rows, inp, path == Path::Vnni, four);
+        let acts = Activations::new(x, rows, inp, path, four);
         // The work items are the column groups of all matrices, one after another; each range
         // of them fills its own buffers, `[group][row]` lanes, one per matrix it touches.
         let starts: Vec<usize> = matrices
@@ -317,6 +386,11 @@ impl Q8Matrix {
             .collect()
     }
 
+    /// Whether the matrix keeps the AMX path's layout.
+    fn has_tiles(&self) -> bool {
+        matches!(&self.kind, Kind::Signed8 { pairs, .. } if !pairs.is_empty())
+    }
+
     fn is_four_bit(&self) -> bool {
         matches!(self.kind, Kind::Unsigned4 { .. })
     }
@@ -326,7 +400,7 @@ impl Q8Matrix {
         let per_group = self.blocks * self.kind.vectors();
         let blocks = g * self.blocks..(g + 1) * self.blocks;
         let (bias, min) = match &self.kind {
-            Kind::Signed8 { bias } => (&bias[blocks.clone()], None),
+            Kind::Signed8 { bias, .. } => (&bias[blocks.clone()], None),
             Kind::Unsigned4 { min } => (&[][..], Some(&min[blocks.clone()])),
         };
         Tile {
@@ -358,6 +432,10 @@ impl Q8Matrix {
         lanes: &mut [[f32; COLS]],
         rows: usize,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Amx {
+            return amx::groups(self, acts, first, lanes, rows);
+        }
         let mut g = first;
         let mut rest = lanes;
         while !rest.is_empty() {
@@ -385,14 +463,18 @@ impl Q8Matrix {
 
 /// Activation rows quantised per block: bytes as i32 words (4 inputs each) and scales, stored
 /// row-minor (`[block][step][row]`) so that one step of a tile of rows is one contiguous run of
-/// words the kernel reads at fixed offsets from one pointer. Rows are padded with zeros to a
-/// whole number of the widest tile, so a short last tile reads padding, never past the end.
+/// words the kernel reads at fixed offsets from one pointer; for the AMX path `[block][row]
+/// [step]`, so that a block of a tile's rows is one contiguous run of rows of 32 bytes. Rows
+/// are padded with zeros to a whole number of the widest tile, so a short last tile reads
+/// padding, never past the end.
 struct Activations {
     /// Rows stored (the real rows, padded).
     rows: usize,
     /// `FLIP` where the words hold bytes offset by 128 (the VNNI path), else 0.
     flip: i32,
-    /// `[block][step][row]`.
+    /// Whether `words` is `[block][row][step]` (the AMX path).
+    row_major: bool,
+    /// `[block][step][row]`, or `[block][row][step]` with `row_major`.
     words: Vec<i32>,
     /// `[block][row]`.
     d: Vec<f32>,
@@ -402,21 +484,26 @@ struct Activations {
 }
 
 impl Activations {
-    /// Quantises `rows` rows of `inp` values (rounding half to even). With `offset`, each byte
-    /// is stored plus 128 (unsigned), as the VNNI path multiplies; with `sums`, each block's
-    /// sum is kept too. This is serial work on the calling thread, so it runs with explicit
-    /// AVX2 where the CPU has it; the scalar path gives the same bytes.
-    fn new(x: &[f32], rows: usize, inp: usize, offset: bool, sums: bool) -> Self {
-        let flip = if offset { FLIP } else { 0 };
+    /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
+    /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
+    /// with `sums`, each block's sum is kept too. This is serial work on the calling thread,
+    /// so it runs with explicit AVX2 where the CPU has it; the scalar path gives the same
+    /// bytes.
+    fn new(x: &[f32], rows: usize, inp: usize, path: Path, sums: bool) -> Self {
+        let flip = if path == Path::Vnni { FLIP } else { 0 };
+        let layout = Layout {
+            flip,
+            row_major: path == Path::Amx,
+            padding: path.row_tile().max(VNNI_ROWS),
+            sums,
+        };
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
             return simd.vectorize(|| {
-                Self::quantise(x, rows, inp, flip, sums, |b| {
-                    quantise_words_avx2(simd, b, flip)
-                })
+                Self::quantise(x, rows, inp, layout, |b| quantise_words_avx2(simd, b, flip))
             });
         }
-        Self::quantise(x, rows, inp, flip, sums, |b| quantise_words(b, flip))
+        Self::quantise(x, rows, inp, layout, |b| quantise_words(b, flip))
     }
 
     #[inline(always)]
@@ -424,12 +511,17 @@ impl Activations {
         x: &[f32],
         rows: usize,
         inp: usize,
-        flip: i32,
-        sums: bool,
+        layout: Layout,
         block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP]),
     ) -> Self {
+        let Layout {
+            flip,
+            row_major,
+            padding,
+            sums,
+        } = layout;
         let blocks = inp / BLOCK;
-        let padded = rows.div_ceil(VNNI_ROWS) * VNNI_ROWS;
+        let padded = rows.div_ceil(padding) * padding;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
         let mut total = vec![0f32; if sums { blocks * padded } else { 0 }];
@@ -441,14 +533,20 @@ impl Activations {
                     let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
                     total[b * padded + r] = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
                 }
-                for (s, w) in w.into_iter().enumerate() {
-                    words[(b * (BLOCK / STEP) + s) * padded + r] = w;
+                if row_major {
+                    let at = (b * padded + r) * (BLOCK / STEP);
+                    words[at..at + BLOCK / STEP].copy_from_slice(&w);
+                } else {
+                    for (s, w) in w.into_iter().enumerate() {
+                        words[(b * (BLOCK / STEP) + s) * padded + r] = w;
+                    }
                 }
             }
         }
         Activations {
             rows: padded,
             flip,
+            row_major,
             words,
             d,
             sums: total,
@@ -458,7 +556,11 @@ impl Activations {
     /// Row `r`'s word `s` of block `b`.
     #[inline(always)]
     fn word(&self, r: usize, b: usize, s: usize) -> i32 {
-        self.words[(b * (BLOCK / STEP) + s) * self.rows + r]
+        if self.row_major {
+            self.words[(b * self.rows + r) * (BLOCK / STEP) + s]
+        } else {
+            self.words[(b * (BLOCK / STEP) + s) * self.rows + r]
+        }
     }
 
     /// Row `r`'s scale of block `b`.
@@ -466,6 +568,17 @@ impl Activations {
     fn scale(&self, r: usize, b: usize) -> f32 {
         self.d[b * self.rows + r]
     }
+}
+
+/// How [`Activations::quantise`] stores the rows.
+#[derive(Clone, Copy)]
+struct Layout {
+    flip: i32,
+    row_major: bool,
+    /// Rows are padded to a multiple of this.
+    padding: usize,
+    /// Whether each block's sum is kept.
+    sums: bool,
 }
 
 /// One block's scale and bytes (four per word, XORed with `flip`), rounding half to even.
@@ -538,6 +651,10 @@ fn kernel(path: Path, tile: &Tile, out: &mut [[f32; COLS]]) {
     if let Some(min) = tile.min {
         return kernel4(path, tile, min, out);
     }
+    // The vector kernels read the step-major layout; the AMX path has its own (`amx::groups`).
+    if tile.acts.row_major {
+        return kernel_scalar(tile, out);
+    }
     #[cfg(target_arch = "x86_64")]
     match path {
         Path::Vnni => return vnni::kernel(tile, out),
@@ -546,7 +663,7 @@ fn kernel(path: Path, tile: &Tile, out: &mut [[f32; COLS]]) {
                 return simd.vectorize(|| kernel_avx2(simd, tile, out));
             }
         }
-        Path::Scalar => {}
+        Path::Scalar | Path::Amx => {}
     }
     kernel_scalar(tile, out)
 }
@@ -629,6 +746,7 @@ fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
 fn kernel4(path: Path, tile: &Tile, min: &[[f32; COLS]], out: &mut [[f32; COLS]]) {
     #[cfg(target_arch = "x86_64")]
     if path != Path::Scalar
+        && !tile.acts.row_major
         && let Some(simd) = pulp::x86::V3::try_new()
     {
         // Padding rows cost as much as real ones: a tile computes only as many as it keeps.
@@ -938,6 +1056,224 @@ mod vnni {
     }
 }
 
+/// The AMX kernel (Intel's tile unit, Sapphire Rapids and later): one `tdpbssd` multiplies a
+/// tile of 16 activation rows by 32 bytes (one block) with a tile of 16 columns' 32 weights of
+/// the block, signed by signed, into 16 x 16 exact i32 sums. Those are the integer sums every
+/// other path computes, and each block's float step is the same multiply and fused
+/// multiply-add per lane as the VNNI kernel's, so the bits are the same too, and a sequence's
+/// tokens do not depend on which path its batch took. The weights' tile is a block of two
+/// column groups side by side (`Kind::Signed8::pairs`, a second copy of the 8-bit weights
+/// kept only on AMX CPUs); the activations take the row-major layout.
+///
+/// The per-block scales bound the gain: every block's sums leave the tile unit through memory
+/// (`tilestored`) to be scaled, and that store, not the multiply, is most of the tile work.
+/// Measured with `llm-bench --only kernel` (2 cores): 1.0-1.3x the VNNI kernel at 16 rows,
+/// below it at 8 and fewer (the tile always computes 16), hence `AMX_FROM_ROWS`.
+///
+/// Tiles are used through `asm!` (Rust has no stable AMX intrinsics), which needs `unsafe`,
+/// as does calling the `#[target_feature]` function that scales the sums with AVX-512.
+/// Linux hands the tile state to a process only on request (`arch_prctl`), once, in
+/// `supported`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod amx {
+    use std::arch::asm;
+    use std::arch::x86_64::{
+        __m256i, _mm512_castps_si512, _mm512_castsi256_si512, _mm512_castsi512_ps,
+        _mm512_castsi512_si256, _mm512_cvtepi32_ps, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
+        _mm512_inserti64x4, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
+    use std::sync::OnceLock;
+
+    use bytemuck::cast;
+
+    use super::{AMX_ROWS, Activations, BLOCK, COLS, Kind, Q8Matrix, STEP};
+
+    const STEPS: usize = BLOCK / STEP;
+
+    /// The tile configuration (palette 1): tmm0 the activations (16 rows x 32 bytes), tmm1 a
+    /// group pair's weights (8 rows of 4 inputs x 16 columns), tmm2 their sums (16 rows x 16
+    /// i32).
+    #[repr(C, align(64))]
+    struct Config {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    const CONFIG: Config = {
+        let mut bytes_per_row = [0u16; 16];
+        let mut rows = [0u8; 16];
+        (bytes_per_row[0], rows[0]) = ((COLS * STEP) as u16, AMX_ROWS as u8);
+        (bytes_per_row[1], rows[1]) = ((2 * COLS * STEP) as u16, STEPS as u8);
+        (bytes_per_row[2], rows[2]) = ((2 * COLS * 4) as u16, AMX_ROWS as u8);
+        Config {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row,
+            rows,
+        }
+    };
+
+    /// Whether the CPU has AMX with 8-bit products and the AVX-512 the scaling uses, and the
+    /// kernel granted this process the tile state.
+    pub(super) fn supported() -> bool {
+        static SUPPORTED: OnceLock<bool> = OnceLock::new();
+        *SUPPORTED.get_or_init(|| {
+            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+            let (tile, int8) = (leaf.edx & (1 << 24) != 0, leaf.edx & (1 << 25) != 0);
+            tile && int8
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && request_tiles()
+        })
+    }
+
+    /// Asks Linux for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+    /// XFEATURE_XTILEDATA)`), which it grants to the whole process.
+    #[cfg(target_os = "linux")]
+    fn request_tiles() -> bool {
+        const SYS_ARCH_PRCTL: usize = 158;
+        const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+        const XFEATURE_XTILEDATA: usize = 18;
+        let ret: isize;
+        // SAFETY: the system call reads and writes no memory of ours; `syscall` overwrites
+        // rcx and r11, declared as clobbered, and returns in rax.
+        unsafe {
+            asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_tiles() -> bool {
+        false
+    }
+
+    /// One tile of sums, `[row][the pair's first group's 8 | second's 8]`, 64 bytes a row.
+    #[repr(C, align(64))]
+    struct Sums([[i32; 2 * COLS]; AMX_ROWS]);
+
+    /// Column groups `first..` of an 8-bit matrix against every row into `lanes` (`[group]
+    /// [row]`, `rows` real rows per group), a pair of groups per tile.
+    pub(super) fn groups(
+        m: &Q8Matrix,
+        acts: &Activations,
+        first: usize,
+        lanes: &mut [[f32; COLS]],
+        rows: usize,
+    ) {
+        assert!(supported());
+        let Kind::Signed8 { pairs, .. } = &m.kind else {
+            panic!("the AMX path takes 8-bit weights");
+        };
+        assert!(pairs.len() == m.groups.div_ceil(2) * m.blocks * STEPS);
+        assert!(acts.row_major && acts.flip == 0 && acts.rows.is_multiple_of(AMX_ROWS));
+        assert!(rows <= acts.rows && lanes.len().is_multiple_of(rows));
+        assert!(first + lanes.len() / rows <= m.groups);
+        // SAFETY: `supported` detected every feature `groups_amx` enables and was granted the
+        // tile state; the asserts above are the bounds its tile loads and stores rely on.
+        unsafe { groups_amx(m, pairs, acts, first, lanes, rows) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    fn groups_amx(
+        m: &Q8Matrix,
+        pairs: &[[i8; 64]],
+        acts: &Activations,
+        first: usize,
+        lanes: &mut [[f32; COLS]],
+        rows: usize,
+    ) {
+        let (blocks, end) = (m.blocks, first + lanes.len() / rows);
+        let join = |lo: [f32; COLS], hi: [f32; COLS]| {
+            let (lo, hi): (__m256i, __m256i) = (cast(lo), cast(hi));
+            _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
+        };
+        // Every block's sums of a pair first, then the float steps over them: a tile store
+        // read back at once by vector loads would stall each block.
+        let mut sums: Vec<Sums> = (0..blocks)
+            .map(|_| Sums([[0; 2 * COLS]; AMX_ROWS]))
+            .collect();
+        // SAFETY: loads the 64-byte configuration above, which names tiles within the unit's
+        // limits (16 rows, 64 bytes a row).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        let mut g = first;
+        while g < end {
+            // The pair holding group g; a half outside `first..end` is computed and dropped.
+            let (lo, hi) = (g / 2 * 2, g / 2 * 2 + 1);
+            for chunk in (0..rows).step_by(AMX_ROWS) {
+                for (b, sums) in sums.iter_mut().enumerate() {
+                    let a = &acts.words[(b * acts.rows + chunk) * STEPS..][..AMX_ROWS * STEPS];
+                    let w = &pairs[(g / 2 * blocks + b) * STEPS..][..STEPS];
+                    // SAFETY: the tile loads read their slices exactly: 16 rows of 32 bytes
+                    // of `a` (128 words), 8 rows of 64 bytes of `w`; the store writes 16 rows
+                    // of 64 bytes, all of `sums`.
+                    unsafe {
+                        asm!(
+                            "tilezero tmm2",
+                            "tileloadd tmm0, [{a} + {narrow}]",
+                            "tileloadd tmm1, [{w} + {wide}]",
+                            "tdpbssd tmm2, tmm0, tmm1",
+                            "tilestored [{out} + {wide}], tmm2",
+                            a = in(reg) a.as_ptr(),
+                            w = in(reg) w.as_ptr(),
+                            out = in(reg) sums.0.as_mut_ptr(),
+                            narrow = in(reg) COLS * STEP,
+                            wide = in(reg) 2 * COLS * STEP,
+                            options(nostack),
+                        );
+                    }
+                }
+                let mut acc = [_mm512_setzero_ps(); AMX_ROWS];
+                for (b, sums) in sums.iter().enumerate() {
+                    let second = m.d.get(hi * blocks + b).copied().unwrap_or_default();
+                    let dw = join(m.d[lo * blocks + b], second);
+                    let Some(da) = acts.d[b * acts.rows + chunk..].first_chunk::<AMX_ROWS>() else {
+                        return;
+                    };
+                    // Indexed by a constant range, so that the loop unrolls and `acc` stays
+                    // in registers.
+                    #[allow(clippy::needless_range_loop)]
+                    for r in 0..AMX_ROWS {
+                        // SAFETY: reads row r's 16 i32 (64 bytes).
+                        let sum = unsafe { _mm512_loadu_si512(sums.0[r].as_ptr().cast()) };
+                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da[r]));
+                        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
+                    }
+                }
+                let real = (rows - chunk).min(AMX_ROWS);
+                for (r, acc) in acc.iter().enumerate().take(real) {
+                    let bits = _mm512_castps_si512(*acc);
+                    if lo >= first {
+                        lanes[(lo - first) * rows + chunk + r] = cast(_mm512_castsi512_si256(bits));
+                    }
+                    if hi < end {
+                        lanes[(hi - first) * rows + chunk + r] =
+                            cast(_mm512_extracti64x4_epi64::<1>(bits));
+                    }
+                }
+            }
+            g = hi + 1;
+        }
+        // SAFETY: returns the tiles to their initial state (cheaper context switches).
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1004,14 +1340,14 @@ mod tests {
         let paths = match Path::detect() {
             Path::Vnni => vec![Path::Vnni, Path::Avx2],
             Path::Avx2 => vec![Path::Avx2],
-            Path::Scalar => vec![],
+            Path::Scalar | Path::Amx => vec![],
         };
         let cases = paths
             .into_iter()
             .flat_map(|p| [1, 2, 3, 4, 7, 16, 21].map(|rows| (p, rows)));
         for (path, rows) in cases {
             let x = matrix(rows, inp, 6 + rows as u64);
-            let acts = Activations::new(&x, rows, inp, path == Path::Vnni, false);
+            let acts = Activations::new(&x, rows, inp, path, false);
             for g in 0..m.groups {
                 for first in (0..rows).step_by(path.row_tile()) {
                     let n = path.row_tile().min(rows - first);
@@ -1036,7 +1372,7 @@ mod tests {
         let m = Q8Matrix::quantise(&matrix(out, inp, 5), out, inp).expect("quantise");
         for rows in [1, 2, 3, 4, 7, 8, 16, 21] {
             let x = matrix(rows, inp, 60 + rows as u64);
-            let acts = Activations::new(&x, rows, inp, true, false);
+            let acts = Activations::new(&x, rows, inp, Path::Vnni, false);
             for first in (0..rows).step_by(VNNI_ROWS) {
                 let n = VNNI_ROWS.min(rows - first);
                 let (ta, tb) = (m.tile(&acts, 0, first), m.tile(&acts, 1, first));
@@ -1046,6 +1382,39 @@ mod tests {
                 kernel_scalar(&ta, &mut sa);
                 kernel_scalar(&tb, &mut sb);
                 assert_eq!((a, b), (sa, sb), "{rows} rows from {first}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_amx_path_equals_the_scalar_path() {
+        if !has_amx() {
+            return;
+        }
+        // Five column groups (two pairs and one alone), rows in one tile, a tile and a row,
+        // several tiles; the whole matrix and a range of groups from the middle.
+        let (out, inp) = (40, 96);
+        let m = Q8Matrix::quantise(&matrix(out, inp, 8), out, inp).expect("quantise");
+        for rows in [4, 5, 16, 17, 40] {
+            let x = matrix(rows, inp, 70 + rows as u64);
+            let acts = Activations::new(&x, rows, inp, Path::Amx, false);
+            let plain = Activations::new(&x, rows, inp, Path::Scalar, false);
+            for (first, count) in [(0, m.groups), (1, 3)] {
+                let mut lanes = vec![[0f32; COLS]; count * rows];
+                amx::groups(&m, &acts, first, &mut lanes, rows);
+                for g in 0..count {
+                    let mut want = vec![[0f32; COLS]; rows];
+                    for (r, lane) in want.iter_mut().enumerate() {
+                        let tile = m.tile(&plain, first + g, r);
+                        kernel_scalar(&tile, std::slice::from_mut(lane));
+                    }
+                    assert_eq!(
+                        lanes[g * rows..(g + 1) * rows],
+                        want,
+                        "{rows} rows, group {g}"
+                    );
+                }
             }
         }
     }
@@ -1133,7 +1502,7 @@ mod tests {
         let (m, _) = four_bit(out, inp, 13, Q4Blocks::Q4_1);
         for rows in [1, 2, 3, 4, 5, 9, 16] {
             let x = matrix(rows, inp, 20 + rows as u64);
-            let acts = Activations::new(&x, rows, inp, false, true);
+            let acts = Activations::new(&x, rows, inp, Path::Avx2, true);
             for g in 0..m.groups {
                 for first in (0..rows).step_by(ROW_TILE) {
                     let n = ROW_TILE.min(rows - first);
