@@ -1224,6 +1224,18 @@ mod amx {
                     // of 64 bytes, all of `sums`.
                     unsafe {
                         asm!(
+                            // The weights stream from memory once per step; a tile load does
+                            // not start the hardware prefetcher's stream the way vector loads
+                            // do, so the block after next is asked for here (a prefetch past
+                            // the end of the matrix reads nothing and cannot fault).
+                            "prefetcht0 [{w} + 1024]",
+                            "prefetcht0 [{w} + 1088]",
+                            "prefetcht0 [{w} + 1152]",
+                            "prefetcht0 [{w} + 1216]",
+                            "prefetcht0 [{w} + 1280]",
+                            "prefetcht0 [{w} + 1344]",
+                            "prefetcht0 [{w} + 1408]",
+                            "prefetcht0 [{w} + 1472]",
                             "tilezero tmm2",
                             "tileloadd tmm0, [{a} + {narrow}]",
                             "tileloadd tmm1, [{w} + {wide}]",
