@@ -1090,6 +1090,8 @@ mod amx {
     use super::{AMX_ROWS, Activations, BLOCK, COLS, Kind, Q8Matrix, STEP};
 
     const STEPS: usize = BLOCK / STEP;
+    /// Blocks whose sums are stored before they are scaled (8 KiB).
+    const WINDOW: usize = 8;
 
     /// The tile configuration (palette 1): tmm0 the activations (16 rows x 32 bytes), tmm1 a
     /// group pair's weights (8 rows of 4 inputs x 16 columns), tmm2 their sums (16 rows x 16
@@ -1203,11 +1205,9 @@ mod amx {
             let (lo, hi): (__m256i, __m256i) = (cast(lo), cast(hi));
             _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
         };
-        // Every block's sums of a pair first, then the float steps over them: a tile store
-        // read back at once by vector loads would stall each block.
-        let mut sums: Vec<Sums> = (0..blocks)
-            .map(|_| Sums([[0; 2 * COLS]; AMX_ROWS]))
-            .collect();
+        // A window of blocks' sums first, then the float steps over them: a tile store read
+        // back at once by vector loads would stall each block, and the window stays in L1.
+        let mut window = [const { Sums([[0; 2 * COLS]; AMX_ROWS]) }; WINDOW];
         // SAFETY: loads the 64-byte configuration above, which names tiles within the unit's
         // limits (16 rows, 64 bytes a row).
         unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
@@ -1216,55 +1216,55 @@ mod amx {
             // The pair holding group g; a half outside `first..end` is computed and dropped.
             let (lo, hi) = (g / 2 * 2, g / 2 * 2 + 1);
             for chunk in (0..rows).step_by(AMX_ROWS) {
-                for (b, sums) in sums.iter_mut().enumerate() {
-                    let a = &acts.words[(b * acts.rows + chunk) * STEPS..][..AMX_ROWS * STEPS];
-                    let w = &pairs[(g / 2 * blocks + b) * STEPS..][..STEPS];
-                    // SAFETY: the tile loads read their slices exactly: 16 rows of 32 bytes
-                    // of `a` (128 words), 8 rows of 64 bytes of `w`; the store writes 16 rows
-                    // of 64 bytes, all of `sums`.
-                    unsafe {
-                        asm!(
-                            // The weights stream from memory once per step; a tile load does
-                            // not start the hardware prefetcher's stream the way vector loads
-                            // do, so the block after next is asked for here (a prefetch past
-                            // the end of the matrix reads nothing and cannot fault).
-                            "prefetcht0 [{w} + 1024]",
-                            "prefetcht0 [{w} + 1088]",
-                            "prefetcht0 [{w} + 1152]",
-                            "prefetcht0 [{w} + 1216]",
-                            "prefetcht0 [{w} + 1280]",
-                            "prefetcht0 [{w} + 1344]",
-                            "prefetcht0 [{w} + 1408]",
-                            "prefetcht0 [{w} + 1472]",
-                            "tilezero tmm2",
-                            "tileloadd tmm0, [{a} + {narrow}]",
-                            "tileloadd tmm1, [{w} + {wide}]",
-                            "tdpbssd tmm2, tmm0, tmm1",
-                            "tilestored [{out} + {wide}], tmm2",
-                            a = in(reg) a.as_ptr(),
-                            w = in(reg) w.as_ptr(),
-                            out = in(reg) sums.0.as_mut_ptr(),
-                            narrow = in(reg) COLS * STEP,
-                            wide = in(reg) 2 * COLS * STEP,
-                            options(nostack),
-                        );
-                    }
-                }
                 let mut acc = [_mm512_setzero_ps(); AMX_ROWS];
-                for (b, sums) in sums.iter().enumerate() {
-                    let second = m.d.get(hi * blocks + b).copied().unwrap_or_default();
-                    let dw = join(m.d[lo * blocks + b], second);
-                    let Some(da) = acts.d[b * acts.rows + chunk..].first_chunk::<AMX_ROWS>() else {
-                        return;
-                    };
-                    // Indexed by a constant range, so that the loop unrolls and `acc` stays
-                    // in registers.
-                    #[allow(clippy::needless_range_loop)]
-                    for r in 0..AMX_ROWS {
-                        // SAFETY: reads row r's 16 i32 (64 bytes).
-                        let sum = unsafe { _mm512_loadu_si512(sums.0[r].as_ptr().cast()) };
-                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da[r]));
-                        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
+                for start in (0..blocks).step_by(WINDOW) {
+                    let n = WINDOW.min(blocks - start);
+                    for (b, sums) in (start..).zip(&mut window[..n]) {
+                        let a = &acts.words[(b * acts.rows + chunk) * STEPS..][..AMX_ROWS * STEPS];
+                        let w = &pairs[(g / 2 * blocks + b) * STEPS..][..STEPS];
+                        // SAFETY: the tile loads read their slices exactly: 16 rows of 32 bytes
+                        // of `a` (128 words), 8 rows of 64 bytes of `w`; the store writes 16 rows
+                        // of 64 bytes, all of `sums`.
+                        unsafe {
+                            asm!(
+                                // The weights stream from memory once per step; a tile load does
+                                // not start the hardware prefetcher's stream the way vector loads
+                                // do, so the block after next is asked for here (a prefetch past
+                                // the end of the matrix reads nothing and cannot fault).
+                                "prefetcht0 [{w} + 1024]",
+                                "prefetcht0 [{w} + 1088]",
+                                "prefetcht0 [{w} + 1152]",
+                                "prefetcht0 [{w} + 1216]",
+                                "prefetcht0 [{w} + 1280]",
+                                "prefetcht0 [{w} + 1344]",
+                                "prefetcht0 [{w} + 1408]",
+                                "prefetcht0 [{w} + 1472]",
+                                "tilezero tmm2",
+                                "tileloadd tmm0, [{a} + {narrow}]",
+                                "tileloadd tmm1, [{w} + {wide}]",
+                                "tdpbssd tmm2, tmm0, tmm1",
+                                "tilestored [{out} + {wide}], tmm2",
+                                a = in(reg) a.as_ptr(),
+                                w = in(reg) w.as_ptr(),
+                                out = in(reg) sums.0.as_mut_ptr(),
+                                narrow = in(reg) COLS * STEP,
+                                wide = in(reg) 2 * COLS * STEP,
+                                options(nostack),
+                            );
+                        }
+                    }
+                    for (b, sums) in (start..).zip(&window[..n]) {
+                        let second = m.d.get(hi * blocks + b).copied().unwrap_or_default();
+                        let dw = join(m.d[lo * blocks + b], second);
+                        let da = &acts.d[b * acts.rows + chunk..][..AMX_ROWS];
+                        // A whole array per block, so that the rows unroll and `acc` stays in
+                        // registers.
+                        acc = std::array::from_fn(|r| {
+                            // SAFETY: reads row r's 16 i32 (64 bytes).
+                            let sum = unsafe { _mm512_loadu_si512(sums.0[r].as_ptr().cast()) };
+                            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da[r]));
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r])
+                        });
                     }
                 }
                 let real = (rows - chunk).min(AMX_ROWS);
