@@ -1067,8 +1067,9 @@ mod vnni {
 ///
 /// The per-block scales bound the gain: every block's sums leave the tile unit through memory
 /// (`tilestored`) to be scaled, and that store, not the multiply, is most of the tile work.
-/// Measured with `llm-bench --only kernel` (2 cores): 1.0-1.3x the VNNI kernel at 16 rows,
-/// below it at 8 and fewer (the tile always computes 16), hence `AMX_FROM_ROWS`.
+/// Measured with `llm-bench --only kernel` (2 cores): 1.1-1.4x the VNNI kernel at 16 rows and
+/// 1.2-1.5x at 64, level with it at 8 and below it at 4 (the tile always computes 16 rows),
+/// hence `AMX_FROM_ROWS`.
 ///
 /// Tiles are used through `asm!` (Rust has no stable AMX intrinsics), which needs `unsafe`,
 /// as does calling the `#[target_feature]` function that scales the sums with AVX-512.
