@@ -129,6 +129,7 @@ fn attention_body(
         row.iter_mut().for_each(|w| *w *= inv);
         let o = &mut out[j * hd..(j + 1) * hd];
         match hd {
+            32 => weighted_sum::<32>(row, values, o),
             64 => weighted_sum::<64>(row, values, o),
             128 => weighted_sum::<128>(row, values, o),
             _ => {

@@ -15,6 +15,8 @@
 //! register, and 12 rows at a time keep 12 independent accumulators (`mod avx512`), with the
 //! same per-lane steps, so the same bits.
 
+use std::sync::{Mutex, PoisonError};
+
 use bytemuck::cast;
 
 use super::pool;
@@ -23,10 +25,15 @@ use super::pool;
 const NR: usize = 16;
 /// Rows per kernel call.
 const MR: usize = 6;
-/// Rows per kernel call on the AVX-512 path (one register per row).
-const MR_512: usize = 12;
+/// Rows per kernel call on the AVX-512 path.
+const MR_512: usize = 6;
+/// Panels per work item; the AVX-512 kernel multiplies all of them at once (`MR_512 * GROUP`
+/// accumulators).
+const GROUP: usize = 4;
 /// Rows per chunk held in L2 while a thread's panels pass over it.
 const MC: usize = 48;
+/// Inputs per block on the AVX-512 path: `GROUP` panels' block is 32 KiB, within L1.
+const KC: usize = 128;
 const _: () = assert!(MC.is_multiple_of(MR) && MC.is_multiple_of(MR_512));
 
 /// A weight matrix packed for `matmul`, with its bias.
@@ -86,41 +93,79 @@ impl Dense {
     /// activation, elementwise: it sees them in no particular order or grouping).
     pub fn matmul_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
         let rows = x.len() / self.inp;
-        let panels = self.out.div_ceil(NR);
+        let groups = self.out.div_ceil(NR * GROUP);
         let wide = has_avx512();
-        let mr = if wide { MR_512 } else { MR };
-        // Work items are panels; each range fills `[panel][row]` lanes, gathered into rows.
-        let parts = pool::for_ranges(panels, |range| {
-            let mut lanes = vec![[0f32; NR]; range.len() * rows];
+        let mut y = vec![0f32; rows * self.out];
+        // Work items are groups of panels; each owns its columns of every row of `y`, so the
+        // kernels write the rows in place (a lock per item, taken once, by one thread).
+        let mut owned: Vec<Vec<&mut [f32]>> =
+            (0..groups).map(|_| Vec::with_capacity(rows)).collect();
+        for row in y.chunks_mut(self.out) {
+            for (cols, item) in row.chunks_mut(NR * GROUP).zip(owned.iter_mut()) {
+                item.push(cols);
+            }
+        }
+        let owned: Vec<Mutex<Vec<&mut [f32]>>> = owned.into_iter().map(Mutex::new).collect();
+        pool::for_ranges(groups, |range| {
+            let mut items: Vec<_> = owned[range.clone()]
+                .iter()
+                .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+                .collect();
             for chunk in (0..rows).step_by(MC) {
-                let end = (chunk + MC).min(rows);
-                for (i, p) in range.clone().enumerate() {
-                    for first in (chunk..end).step_by(mr) {
-                        let last = (first + mr).min(end);
-                        let out = &mut lanes[i * rows + first..i * rows + last];
-                        self.kernel(p, wide, &x[first * self.inp..last * self.inp], out);
-                    }
+                let chunk = chunk..(chunk + MC).min(rows);
+                for (group, item) in range.clone().zip(items.iter_mut()) {
+                    let out = &mut item[chunk.clone()];
+                    self.group(
+                        group,
+                        wide,
+                        &x[chunk.start * self.inp..chunk.end * self.inp],
+                        out,
+                    );
+                    out.iter_mut().for_each(|cols| then(cols));
                 }
             }
-            then(lanes.as_flattened_mut());
-            lanes
         });
-        pool::gather_columns(parts, rows, self.out)
+        y
     }
 
-    /// Up to `MR` rows of `x` (`MR_512` with `wide`) against panel `p`, into `out`.
-    fn kernel(&self, p: usize, wide: bool, x: &[f32], out: &mut [[f32; NR]]) {
-        let panel = &self.panels[p * self.inp..(p + 1) * self.inp];
-        let bias = &self.bias[p];
+    /// Rows `x` against the panels of group `group`, into `out` (each row's columns of the
+    /// group).
+    fn group(&self, group: usize, wide: bool, x: &[f32], out: &mut [&mut [f32]]) {
+        let inp = self.inp;
+        let panels = group * GROUP..((group + 1) * GROUP).min(self.bias.len());
+        let weights = &self.panels[panels.start * inp..panels.end * inp];
+        let bias = &self.bias[panels];
         #[cfg(target_arch = "x86_64")]
         if wide {
-            return avx512::kernel(panel, bias, x, out);
+            // The inputs in blocks of `KC`: a block of the panels stays in L1 while every row
+            // of the chunk passes over it. Each output still sums its inputs in order.
+            for ks in (0..inp).step_by(KC) {
+                let ks = ks..(ks + KC).min(inp);
+                for (x, out) in x.chunks(MR_512 * inp).zip(out.chunks_mut(MR_512)) {
+                    avx512::kernel(weights, bias, x, out, ks.clone());
+                }
+            }
+            return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| kernel_avx2(simd, panel, bias, x, out));
+        for (p, (panel, bias)) in weights.chunks(inp).zip(bias).enumerate() {
+            for (x, out) in x.chunks(MR * inp).zip(out.chunks_mut(MR)) {
+                let mut lanes = [[0f32; NR]; MR];
+                let lanes = &mut lanes[..out.len()];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    simd.vectorize(|| kernel_avx2(simd, panel, bias, x, lanes));
+                } else {
+                    kernel_scalar(panel, bias, x, lanes)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                kernel_scalar(panel, bias, x, lanes);
+                for (cols, lanes) in out.iter_mut().zip(lanes.iter()) {
+                    let cols = &mut cols[p * NR..];
+                    let n = cols.len().min(NR);
+                    cols[..n].copy_from_slice(&lanes[..n]);
+                }
+            }
         }
-        kernel_scalar(panel, bias, x, out)
     }
 }
 
@@ -191,41 +236,103 @@ fn kernel_avx2(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx512 {
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
+    use std::arch::x86_64::{
+        __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
 
-    use super::{MR_512, NR};
+    use std::ops::Range;
 
-    /// Only called where `has_avx512` holds.
-    pub(super) fn kernel(panel: &[[f32; NR]], bias: &[f32; NR], x: &[f32], out: &mut [[f32; NR]]) {
-        assert!(super::has_avx512() && out.len() <= MR_512);
-        assert!(x.len() >= out.len().max(1) * panel.len());
-        // SAFETY: the features `kernel_avx512` enables were detected just above.
-        unsafe { kernel_avx512(panel, bias, x, out) }
+    use super::{GROUP, MR_512, NR};
+
+    /// Up to `MR_512` rows `x` against up to `GROUP` panels (`panels`, `[panel][in]`, with
+    /// their `bias`), over the inputs `ks`, into `out` (each row's columns of the panels; the
+    /// last panel may have fewer than 16). The sums start from the bias when `ks` starts at
+    /// input 0 and from `out` otherwise. Only called where `has_avx512` holds.
+    pub(super) fn kernel(
+        panels: &[[f32; NR]],
+        bias: &[[f32; NR]],
+        x: &[f32],
+        out: &mut [&mut [f32]],
+        ks: Range<usize>,
+    ) {
+        let count = bias.len();
+        let inp = panels.len() / count.max(1);
+        let n = out.len();
+        assert!(super::has_avx512() && (1..=GROUP).contains(&count) && (1..=MR_512).contains(&n));
+        assert!(panels.len() == count * inp && x.len() == n * inp && ks.end <= inp);
+        let cols = out[0].len();
+        assert!(cols > (count - 1) * NR && cols <= count * NR);
+        assert!(out.iter().all(|row| row.len() == cols));
+        // SAFETY: the features enabled by `block` were detected just above, and the slices
+        // have the lengths it reads and writes.
+        unsafe {
+            match count {
+                1 => block::<1>(panels, bias, x, out, ks),
+                2 => block::<2>(panels, bias, x, out, ks),
+                3 => block::<3>(panels, bias, x, out, ks),
+                _ => block::<GROUP>(panels, bias, x, out, ks),
+            }
+        }
     }
 
+    /// `P` panels by up to `MR_512` rows: `P * MR_512` accumulators, per input `P` panel
+    /// loads, `MR_512` broadcasts (folded into the multiply-adds) and `P * MR_512` fused
+    /// multiply-adds.
     #[target_feature(enable = "avx512f,fma")]
-    fn kernel_avx512(panel: &[[f32; NR]], bias: &[f32; NR], x: &[f32], out: &mut [[f32; NR]]) {
-        let inp = panel.len();
-        // Fewer rows than `MR_512` repeat the last row; only `out` is written.
-        let last = out.len().clamp(1, MR_512) - 1;
-        let rows: [&[f32]; MR_512] = std::array::from_fn(|r| &x[r.min(last) * inp..][..inp]);
-        // SAFETY: a panel row and the bias are 16 f32, one register.
-        let mut acc = [unsafe { _mm512_loadu_ps(bias.as_ptr()) }; MR_512];
-        // The rows are a constant count, so the loop over them unrolls into registers; their
-        // values are read through pointers, which spares a bounds check per row and input.
-        let starts = rows.map(<[f32]>::as_ptr);
-        for (k, w) in panel.iter().enumerate() {
-            // SAFETY: as above.
-            let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
-            acc = std::array::from_fn(|r| {
-                // SAFETY: every row is `inp` long and k < `inp` (the panel's length).
-                let v = unsafe { *starts[r].add(k) };
-                _mm512_fmadd_ps(_mm512_set1_ps(v), w, acc[r])
-            });
+    fn block<const P: usize>(
+        panels: &[[f32; NR]],
+        bias: &[[f32; NR]],
+        x: &[f32],
+        out: &mut [&mut [f32]],
+        ks: Range<usize>,
+    ) {
+        let inp = panels.len() / P;
+        let n = out.len();
+        // The last panel's columns (the others have 16), as a lane mask.
+        let last = out[0].len() - (P - 1) * NR;
+        let masks: [__mmask16; P] = std::array::from_fn(|p| {
+            if p + 1 < P {
+                !0
+            } else {
+                (!0u32 >> (32 - last)) as u16
+            }
+        });
+        // Fewer rows than `MR_512` repeat the last row; only the `n` real ones are written.
+        let starts: [*const f32; MR_512] =
+            std::array::from_fn(|r| x[r.min(n - 1) * inp..][..inp].as_ptr());
+        let weights: [*const [f32; NR]; P] = std::array::from_fn(|p| panels[p * inp..].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); P]; MR_512];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (p, acc) in acc.iter_mut().enumerate() {
+                *acc = if ks.start == 0 || r >= n {
+                    // SAFETY: a bias is 16 f32, one register.
+                    unsafe { _mm512_loadu_ps(bias[p].as_ptr()) }
+                } else {
+                    // SAFETY: the mask covers the row's columns of panel p only.
+                    unsafe { _mm512_maskz_loadu_ps(masks[p], out[r][p * NR..].as_ptr()) }
+                };
+            }
         }
-        for (lanes, acc) in out.iter_mut().zip(acc) {
-            // SAFETY: writes the row's 16 f32.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+        // The counts are constants, so the loops unroll into registers; the values are read
+        // through pointers, which spares a bounds check per row, panel and input.
+        for k in ks {
+            // SAFETY: every panel and row is `inp` long and k < `inp`.
+            let w: [__m512; P] =
+                std::array::from_fn(|p| unsafe { _mm512_loadu_ps(weights[p].add(k).cast()) });
+            for r in 0..MR_512 {
+                // SAFETY: as above.
+                let v = _mm512_set1_ps(unsafe { *starts[r].add(k) });
+                for p in 0..P {
+                    acc[r][p] = _mm512_fmadd_ps(v, w[p], acc[r][p]);
+                }
+            }
+        }
+        for (row, acc) in out.iter_mut().zip(acc) {
+            for (p, acc) in acc.into_iter().enumerate() {
+                // SAFETY: the mask covers the row's columns of panel p only.
+                unsafe { _mm512_mask_storeu_ps(row[p * NR..].as_mut_ptr(), masks[p], acc) };
+            }
         }
     }
 }
@@ -269,24 +376,39 @@ mod tests {
 
     #[test]
     fn the_vector_paths_equal_the_scalar_path() {
-        let (out, inp) = (32, 50);
+        let (out, inp) = (GROUP * NR, 50);
         let m = Dense::pack(&values(out * inp, 7), &values(out, 8), out, inp).expect("pack");
-        for n in 1..=MR_512 {
+        for n in 1..=MR_512.max(MR) {
             let x = values(n * inp, 9 + n as u64);
-            for p in 0..out / NR {
-                let (panel, bias) = (&m.panels[p * inp..(p + 1) * inp], &m.bias[p]);
-                let mut want = vec![[0f32; NR]; n];
-                kernel_scalar(panel, bias, &x, &mut want);
-                #[cfg(target_arch = "x86_64")]
-                if has_avx512() {
-                    let mut got = vec![[0f32; NR]; n];
-                    avx512::kernel(panel, bias, &x, &mut got);
-                    assert_eq!(got, want, "AVX-512, {n} rows");
+            let mut want = vec![[0f32; NR]; GROUP * n];
+            for (p, want) in want.chunks_mut(n).enumerate() {
+                kernel_scalar(&m.panels[p * inp..(p + 1) * inp], &m.bias[p], &x, want);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512() && n <= MR_512 {
+                // Whole panels and a last one of 11 columns; all inputs and two blocks of them.
+                for (count, cols) in (1..=GROUP).flat_map(|c| [(c, c * NR), (c, c * NR - 5)]) {
+                    let (panels, bias) = (&m.panels[..count * inp], &m.bias[..count]);
+                    let want: Vec<Vec<f32>> = (0..n)
+                        .map(|r| (0..cols).map(|c| want[(c / NR) * n + r][c % NR]).collect())
+                        .collect();
+                    let mut got = vec![vec![f32::NAN; cols]; n];
+                    let mut rows: Vec<&mut [f32]> = got.iter_mut().map(|r| &mut r[..]).collect();
+                    avx512::kernel(panels, bias, &x, &mut rows, 0..inp);
+                    assert_eq!(got, want, "AVX-512, {n} rows, {cols} columns");
+                    let mut got = vec![vec![f32::NAN; cols]; n];
+                    let mut rows: Vec<&mut [f32]> = got.iter_mut().map(|r| &mut r[..]).collect();
+                    avx512::kernel(panels, bias, &x, &mut rows, 0..inp / 3);
+                    avx512::kernel(panels, bias, &x, &mut rows, inp / 3..inp);
+                    assert_eq!(got, want, "AVX-512 in two blocks, {n} rows, {cols} columns");
                 }
-                #[cfg(target_arch = "x86_64")]
-                if let Some(simd) = pulp::x86::V3::try_new()
-                    && n <= MR
-                {
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = pulp::x86::V3::try_new()
+                && n <= MR
+            {
+                for (p, want) in want.chunks(n).enumerate() {
+                    let (panel, bias) = (&m.panels[p * inp..(p + 1) * inp], &m.bias[p]);
                     let mut got = vec![[0f32; NR]; n];
                     simd.vectorize(|| kernel_avx2(simd, panel, bias, &x, &mut got));
                     assert_eq!(got, want, "AVX2, {n} rows");
