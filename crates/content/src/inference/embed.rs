@@ -7,10 +7,12 @@
 //! all (the tokenizer file's fixed 128 is switched off), so every matrix product runs over
 //! real tokens only; the products are the project's f32 kernel (`gemm`) with the bias and,
 //! for the feed-forward layer, the activation applied on the thread that computed them; the
-//! query, key and value projections are one product; attention runs per (text, head) over
-//! exactly that text's tokens on candle's thread pool (`attend::attention`), which needs no
-//! mask; residual adds are fused into the layer norms. No step mixes rows of different texts,
-//! so a text's vector does not depend on what else shares its batch.
+//! query, key and value projections are one product; attention runs per text over exactly
+//! that text's tokens on candle's thread pool (`Text::attend`), which needs no mask; residual
+//! adds are fused into the layer norms, which run on the pool in blocks of rows. Every
+//! product, attention and norm writes its rows in place into buffers kept between batches.
+//! No step mixes rows of different texts, so a text's vector does not depend on what else
+//! shares its batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
@@ -22,10 +24,10 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
-use super::attend;
 use super::engine::SubmitError;
 use super::gemm::Dense;
 use super::math::{erf, exp};
+use super::pool;
 
 /// Texts embedded per forward pass at most.
 pub const MAX_BATCH: usize = 64;
@@ -136,6 +138,7 @@ pub enum EmbedError {
 struct Model {
     encoder: Encoder,
     tokenizer: Tokenizer,
+    scratch: Scratch,
 }
 
 fn load(dir: &Path) -> anyhow::Result<(Model, usize)> {
@@ -156,7 +159,15 @@ fn load(dir: &Path) -> anyhow::Result<(Model, usize)> {
             ..TruncationParams::default()
         }))
         .map_err(|e| anyhow::anyhow!("truncation: {e}"))?;
-    Ok((Model { encoder, tokenizer }, config.hidden_size))
+    let scratch = Scratch::default();
+    Ok((
+        Model {
+            encoder,
+            tokenizer,
+            scratch,
+        },
+        config.hidden_size,
+    ))
 }
 
 /// One encoder layer's weights; the products are packed for the project's f32 kernel.
@@ -257,9 +268,15 @@ impl Encoder {
         })
     }
 
-    /// Hidden states `[tokens, hidden]` of texts packed one after another; `lengths[i]` is
-    /// text i's token count.
-    fn forward(&self, ids: &[u32], types: &[u32], lengths: &[usize]) -> anyhow::Result<Vec<f32>> {
+    /// Hidden states `[tokens, hidden]` of texts packed one after another, into `s.x`;
+    /// `lengths[i]` is text i's token count.
+    fn forward(
+        &self,
+        ids: &[u32],
+        types: &[u32],
+        lengths: &[usize],
+        s: &mut Scratch,
+    ) -> anyhow::Result<()> {
         let h = self.hidden;
         let positions = lengths.iter().flat_map(|&l| 0..l);
         fn rows<'a>(table: &'a [f32], h: usize, i: usize, what: &str) -> anyhow::Result<&'a [f32]> {
@@ -267,48 +284,66 @@ impl Encoder {
                 .get(i * h..(i + 1) * h)
                 .ok_or_else(|| anyhow::anyhow!("{what} {i} is outside the embedding table"))
         }
-        let mut x = Vec::with_capacity(ids.len() * h);
+        let Scratch { x, qkv, ctx, up, y } = s;
+        x.clear();
         for ((&id, &ty), pos) in ids.iter().zip(types).zip(positions) {
             let w = rows(&self.word, h, id as usize, "token")?;
             let p = rows(&self.position, h, pos, "position")?;
             let t = rows(&self.token_type, h, ty as usize, "token type")?;
             x.extend(w.iter().zip(p).zip(t).map(|((w, p), t)| w + p + t));
         }
-        self.add_and_norm(&mut x, None, &self.norm);
+        self.add_and_norm(x, None, &self.norm);
         for layer in &self.layers {
-            let qkv = layer.qkv.matmul(&x);
-            let ctx = self.self_attention(&qkv, lengths);
-            self.add_and_norm(&mut x, Some(&layer.out.matmul(&ctx)), &layer.norm1);
-            let up = layer.up.matmul_then(&x, |v| activate(self.act, v));
-            self.add_and_norm(&mut x, Some(&layer.down.matmul(&up)), &layer.norm2);
+            layer.qkv.matmul_into(x, qkv, |_| {});
+            self.self_attention(qkv, lengths, ctx);
+            layer.out.matmul_into(ctx, y, |_| {});
+            self.add_and_norm(x, Some(y), &layer.norm1);
+            layer.up.matmul_into(x, up, |v| activate(self.act, v));
+            layer.down.matmul_into(up, y, |_| {});
+            self.add_and_norm(x, Some(y), &layer.norm2);
         }
-        Ok(x)
+        Ok(())
     }
 
-    /// `x = layer_norm(x + y)` row by row (`y` absent: `layer_norm(x)`).
+    /// `x = layer_norm(x + y)` row by row (`y` absent: `layer_norm(x)`), blocks of rows on
+    /// the pool's threads.
     fn add_and_norm(&self, x: &mut [f32], y: Option<&[f32]>, norm: &Norm) {
+        const ROWS: usize = 32;
         let h = self.hidden;
-        for (i, row) in x.chunks_mut(h).enumerate() {
-            if let Some(y) = y {
-                row.iter_mut()
-                    .zip(&y[i * h..(i + 1) * h])
-                    .for_each(|(x, y)| *x += y);
+        pool::for_each_part(x.chunks_mut(ROWS * h).collect(), |block, rows| {
+            for (i, row) in rows.chunks_mut(h).enumerate() {
+                if let Some(y) = y {
+                    let at = (block * ROWS + i) * h;
+                    row.iter_mut()
+                        .zip(&y[at..at + h])
+                        .for_each(|(x, y)| *x += y);
+                }
+                let mean = row.iter().sum::<f32>() / h as f32;
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+                let inv = 1.0 / (var + self.eps).sqrt();
+                for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+                    *v = (*v - mean) * inv * w + b;
+                }
             }
-            let mean = row.iter().sum::<f32>() / h as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
-                *v = (*v - mean) * inv * w + b;
-            }
-        }
+        });
     }
 
     /// Each (text, head) attends over that text's own tokens. `qkv` is `[tokens, 3 * hidden]`
-    /// (queries, keys, values); returns `[tokens, hidden]`.
-    fn self_attention(&self, qkv: &[f32], lengths: &[usize]) -> Vec<f32> {
+    /// (queries, keys, values); `ctx` becomes `[tokens, hidden]`, each text's rows written
+    /// in place by the thread that computed them.
+    fn self_attention(&self, qkv: &[f32], lengths: &[usize], ctx: &mut Vec<f32>) {
         let (h, heads) = (self.hidden, self.heads);
         let hd = h / heads;
         let scale = 1.0 / (hd as f32).sqrt();
+        // Every value is written below, so a reused buffer is not cleared first.
+        ctx.resize(qkv.len() / 3, 0.0);
+        let mut texts = Vec::with_capacity(lengths.len());
+        let mut rest = &mut ctx[..];
+        for &len in lengths {
+            let (text, tail) = rest.split_at_mut(len * h);
+            texts.push(text);
+            rest = tail;
+        }
         let starts: Vec<usize> = lengths
             .iter()
             .scan(0, |at, &l| {
@@ -317,38 +352,159 @@ impl Encoder {
                 Some(s)
             })
             .collect();
-        // One head of one text, gathered contiguous: `part` 0 queries, 1 keys, 2 values.
-        let gather = |text: usize, head: usize, part: usize| -> Vec<f32> {
-            let (start, len) = (starts[text], lengths[text]);
-            let mut out = Vec::with_capacity(len * hd);
-            for t in start..start + len {
-                let at = t * 3 * h + part * h + head * hd;
-                out.extend_from_slice(&qkv[at..at + hd]);
-            }
-            out
-        };
-        let items = lengths.len() * heads;
-        let parts = super::pool::for_ranges(items, |range| {
-            range
-                .map(|item| {
-                    let (text, head) = (item / heads, item % heads);
-                    let (q, k, v) = (
-                        gather(text, head, 0),
-                        gather(text, head, 1),
-                        gather(text, head, 2),
-                    );
-                    (text, head, attend::attention(&q, &k, &v, hd, scale))
-                })
-                .collect::<Vec<_>>()
+        pool::for_each_part(texts, |text, out| {
+            let text = Text {
+                qkv,
+                start: starts[text],
+                len: lengths[text],
+                hidden: h,
+                heads,
+                scale,
+            };
+            text.attend(out)
         });
-        let mut ctx = vec![0f32; qkv.len() / 3];
-        for (text, head, out) in parts.into_iter().flat_map(|(_, done)| done) {
-            for (i, row) in out.chunks(hd).enumerate() {
-                let at = (starts[text] + i) * h + head * hd;
-                ctx[at..at + hd].copy_from_slice(row);
+    }
+}
+
+/// One text's rows of the packed `[tokens, 3 * hidden]` queries, keys and values.
+struct Text<'a> {
+    qkv: &'a [f32],
+    start: usize,
+    len: usize,
+    hidden: usize,
+    heads: usize,
+    scale: f32,
+}
+
+impl Text<'_> {
+    /// Softmax attention of every head of the text over the text's own tokens, into `out`
+    /// (the text's rows of `[tokens, hidden]`). Per query, the scores of all keys are
+    /// computed together from the head's keys transposed (`[head_dim][len]`, one fused
+    /// multiply-add per dimension across the keys' lanes), the softmax in lanes, and the
+    /// output as a weighted sum of the value rows. Each number depends on this text alone.
+    fn attend(&self, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return simd.vectorize(|| self.attend_body(out));
+        }
+        self.attend_body(out)
+    }
+
+    #[inline(always)]
+    fn attend_body(&self, out: &mut [f32]) {
+        let (h, len) = (self.hidden, self.len);
+        let hd = h / self.heads;
+        let row = |t: usize, part: usize, head: usize| {
+            let at = (self.start + t) * 3 * h + part * h + head * hd;
+            &self.qkv[at..at + hd]
+        };
+        // Keys transposed, each dimension's row padded to whole blocks of 32 keys (zeros,
+        // whose scores are computed and ignored), as four groups of eight lanes.
+        let wide = len.div_ceil(32) * 4;
+        let mut keys = vec![[0f32; 8]; hd * wide];
+        let mut scores = vec![[0f32; 8]; wide];
+        for head in 0..self.heads {
+            for j in 0..len {
+                for (d, k) in row(j, 1, head).iter().enumerate() {
+                    keys[d * wide + j / 8][j % 8] = *k;
+                }
+            }
+            for i in 0..len {
+                let q = row(i, 0, head);
+                // 32 keys at a time: four independent sums per dimension.
+                for (b, scores) in scores.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+                    let mut acc = [[0f32; 8]; 4];
+                    for (d, q) in q.iter().enumerate() {
+                        let k = &keys[d * wide + b * 4..d * wide + b * 4 + 4];
+                        for c in 0..4 {
+                            for l in 0..8 {
+                                acc[c][l] = q.mul_add(k[c][l], acc[c][l]);
+                            }
+                        }
+                    }
+                    *scores = acc.map(|a| a.map(|s| s * self.scale));
+                }
+                let scores = &mut scores.as_flattened_mut()[..len];
+                let max = lanes(scores, f32::NEG_INFINITY, |m, s| if s > m { s } else { m })
+                    .into_iter()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                scores.iter_mut().for_each(|s| *s = exp(*s - max));
+                let inv = 1.0 / lanes(scores, 0.0, |a, s| a + s).iter().sum::<f32>();
+                let o = &mut out[i * h + head * hd..i * h + (head + 1) * hd];
+                // 32 output dimensions at a time (four independent sums) over the value rows.
+                let (whole, tail) = o.as_chunks_mut::<32>();
+                for (b, o) in whole.iter_mut().enumerate() {
+                    let mut acc = [[0f32; 8]; 4];
+                    for (j, p) in scores.iter().enumerate() {
+                        let v = &row(j, 2, head)[b * 32..b * 32 + 32];
+                        for c in 0..4 {
+                            for l in 0..8 {
+                                acc[c][l] = p.mul_add(v[c * 8 + l], acc[c][l]);
+                            }
+                        }
+                    }
+                    *o = std::array::from_fn(|d| acc[d / 8][d % 8] * inv);
+                }
+                let first = hd - tail.len();
+                for (d, o) in tail.iter_mut().enumerate() {
+                    let sum = scores.iter().enumerate().fold(0f32, |acc, (j, p)| {
+                        p.mul_add(row(j, 2, head)[first + d], acc)
+                    });
+                    *o = sum * inv;
+                }
             }
         }
-        ctx
+    }
+}
+
+/// `step` folded over `values` in eight independent lanes (so the compiler keeps them in one
+/// vector), the lanes returned: a fixed order whatever the CPU.
+#[inline(always)]
+fn lanes(values: &[f32], init: f32, step: impl Fn(f32, f32) -> f32) -> [f32; 8] {
+    let mut acc = [init; 8];
+    let (whole, tail) = values.as_chunks::<8>();
+    for chunk in whole {
+        for l in 0..8 {
+            acc[l] = step(acc[l], chunk[l]);
+        }
+    }
+    for (l, v) in tail.iter().enumerate() {
+        acc[l] = step(acc[l], *v);
+    }
+    acc
+}
+
+/// The buffers of a forward pass, kept between batches: a batch's products are megabytes
+/// each, and fresh allocations that size are fresh pages, faulted in and zeroed by the kernel
+/// on first touch (a tenth of a batch's time when every product allocated its own).
+#[derive(Default)]
+struct Scratch {
+    /// Hidden states `[tokens, hidden]`.
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    up: Vec<f32>,
+    /// The attention output's and the feed-forward layer's products.
+    y: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers above this many values are not kept after a batch (a batch of long texts
+    /// would otherwise hold its peak for good).
+    const KEEP: usize = 8 << 20;
+
+    fn trim(&mut self) {
+        for buf in [
+            &mut self.x,
+            &mut self.qkv,
+            &mut self.ctx,
+            &mut self.up,
+            &mut self.y,
+        ] {
+            if buf.capacity() > Self::KEEP {
+                *buf = Vec::new();
+            }
+        }
     }
 }
 
@@ -379,7 +535,7 @@ fn activate_values(act: HiddenAct, x: &mut [f32]) {
 }
 
 fn run(dir: &Path, state: &RwLock<Loaded>, rx: &Receiver<Job>) {
-    let model = match load(dir) {
+    let mut model = match load(dir) {
         Ok((m, dim)) => {
             let name = dir
                 .file_name()
@@ -435,7 +591,7 @@ fn run(dir: &Path, state: &RwLock<Loaded>, rx: &Receiver<Job>) {
 
 impl Model {
     /// Unit vectors and token counts of `texts`, in order.
-    fn embed(&self, texts: &[&str]) -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    fn embed(&mut self, texts: &[&str]) -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -452,8 +608,9 @@ impl Model {
                 .iter()
                 .flat_map(|e| e.get_type_ids().iter().copied())
                 .collect();
-            let states = self.encoder.forward(&ids, &types, lens)?;
-            let mut rows = states.chunks(h);
+            self.encoder
+                .forward(&ids, &types, lens, &mut self.scratch)?;
+            let mut rows = self.scratch.x.chunks(h);
             for &len in lens {
                 // Mean over the text's tokens, then unit length.
                 let mut mean = vec![0f32; h];
@@ -471,6 +628,7 @@ impl Model {
                 vectors.push(mean);
             }
         }
+        self.scratch.trim();
         Ok((vectors, lengths))
     }
 }
@@ -478,4 +636,70 @@ impl Model {
 /// Cosine similarity of two unit vectors.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Softmax attention written out in f64: every query of the text over every key.
+    fn reference(qkv: &[f32], start: usize, len: usize, h: usize, heads: usize) -> Vec<f64> {
+        let hd = h / heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let at = |t: usize, part: usize, head: usize, d: usize| {
+            qkv[(start + t) * 3 * h + part * h + head * hd + d] as f64
+        };
+        let mut out = vec![0f64; len * h];
+        for head in 0..heads {
+            for i in 0..len {
+                let s: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| at(i, 0, head, d) * at(j, 1, head, d))
+                            .sum::<f64>()
+                    })
+                    .map(|s| s * scale)
+                    .collect();
+                let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                let total: f64 = e.iter().sum();
+                for d in 0..hd {
+                    out[i * h + head * hd + d] =
+                        (0..len).map(|j| e[j] / total * at(j, 2, head, d)).sum();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn text_attention_matches_softmax_attention_written_out() {
+        let mut rng = mercato_platform::random::SplitMix64::new(3);
+        // Head widths with and without a 32-wide remainder; lengths across key blocks of 32.
+        for (h, heads) in [(64, 2), (80, 2), (24, 3)] {
+            for len in [1, 7, 32, 33, 70] {
+                let start = 3;
+                let qkv: Vec<f32> = (0..(start + len + 2) * 3 * h)
+                    .map(|_| rng.next_f64() as f32 * 4.0 - 2.0)
+                    .collect();
+                let text = Text {
+                    qkv: &qkv,
+                    start,
+                    len,
+                    hidden: h,
+                    heads,
+                    scale: 1.0 / ((h / heads) as f32).sqrt(),
+                };
+                let mut got = vec![f32::NAN; len * h];
+                text.attend(&mut got);
+                let want = reference(&qkv, start, len, h, heads);
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*g as f64 - w).abs() < 1e-5,
+                        "h {h} len {len} at {k}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 }

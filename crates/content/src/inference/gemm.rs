@@ -3,19 +3,19 @@
 //!
 //! candle's CPU matmul (the `gemm` crate) reached about a quarter of the cores' peak on the
 //! encoder's shapes (a few hundred rows, 384-1536 wide) and was half the encoder's time. Here
-//! the weights are packed once into panels of 16 output columns, `[in][16]` contiguous, and a
-//! register-blocked kernel multiplies 6 rows by one panel: 12 accumulators, per input two
-//! panel loads, six broadcasts and twelve fused multiply-adds. Row chunks keep the activations
-//! in L2 while every panel of a thread's share passes over them.
+//! the weights are packed once into panels of 16 output columns, `[in][16]` contiguous. Work
+//! items are groups of four panels; each owns its columns of every output row and writes
+//! them in place (no per-thread buffer copied into rows afterwards). Row chunks keep the
+//! activations in L2 while a group passes over them. A register-blocked kernel multiplies 6
+//! rows by one panel with AVX2 (12 accumulators, per input two panel loads, six broadcasts
+//! and twelve fused multiply-adds); on AVX-512 CPUs 6 rows by the group's four panels at once
+//! (`mod avx512`: 24 accumulators, per input four panel loads and six broadcasts), over blocks
+//! of 128 inputs so the group's block stays in L1 while the chunk's rows pass.
 //!
 //! Each output is summed over the inputs in order, one fused multiply-add per input, starting
 //! from the bias, whichever rows share the call, so a text's vector does not depend on the
-//! other texts of its batch. AVX2 and FMA run through `pulp`'s safe wrappers where the CPU has
-//! them; elsewhere a scalar path gives the same bits. On AVX-512 CPUs a panel is one 512-bit
-//! register, and 12 rows at a time keep 12 independent accumulators (`mod avx512`), with the
-//! same per-lane steps, so the same bits.
-
-use std::sync::{Mutex, PoisonError};
+//! other texts of its batch; the AVX2 path runs through `pulp`'s safe wrappers, a scalar path
+//! serves other CPUs, and all give the same bits.
 
 use bytemuck::cast;
 
@@ -86,18 +86,22 @@ impl Dense {
 
     /// `x` is row-major `[rows, in]`; returns row-major `[rows, out]`.
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
-        self.matmul_then(x, |_| {})
+        let mut y = Vec::new();
+        self.matmul_into(x, &mut y, |_| {});
+        y
     }
 
-    /// `matmul`, with `then` applied to the results on the thread that computed them (an
-    /// activation, elementwise: it sees them in no particular order or grouping).
-    pub fn matmul_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
+    /// `matmul` into `y` (resized; its allocation is reused), with `then` applied to the
+    /// results on the thread that computed them (an activation, elementwise: it sees them in
+    /// no particular order or grouping).
+    pub fn matmul_into(&self, x: &[f32], y: &mut Vec<f32>, then: impl Fn(&mut [f32]) + Sync) {
         let rows = x.len() / self.inp;
         let groups = self.out.div_ceil(NR * GROUP);
         let wide = has_avx512();
-        let mut y = vec![0f32; rows * self.out];
+        // Every value is written below, so a reused buffer is not cleared first.
+        y.resize(rows * self.out, 0.0);
         // Work items are groups of panels; each owns its columns of every row of `y`, so the
-        // kernels write the rows in place (a lock per item, taken once, by one thread).
+        // kernels write the rows in place.
         let mut owned: Vec<Vec<&mut [f32]>> =
             (0..groups).map(|_| Vec::with_capacity(rows)).collect();
         for row in y.chunks_mut(self.out) {
@@ -105,27 +109,19 @@ impl Dense {
                 item.push(cols);
             }
         }
-        let owned: Vec<Mutex<Vec<&mut [f32]>>> = owned.into_iter().map(Mutex::new).collect();
-        pool::for_ranges(groups, |range| {
-            let mut items: Vec<_> = owned[range.clone()]
-                .iter()
-                .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
-                .collect();
+        pool::for_each_part(owned, |group, item| {
             for chunk in (0..rows).step_by(MC) {
                 let chunk = chunk..(chunk + MC).min(rows);
-                for (group, item) in range.clone().zip(items.iter_mut()) {
-                    let out = &mut item[chunk.clone()];
-                    self.group(
-                        group,
-                        wide,
-                        &x[chunk.start * self.inp..chunk.end * self.inp],
-                        out,
-                    );
-                    out.iter_mut().for_each(|cols| then(cols));
-                }
+                let out = &mut item[chunk.clone()];
+                self.group(
+                    group,
+                    wide,
+                    &x[chunk.start * self.inp..chunk.end * self.inp],
+                    out,
+                );
+                out.iter_mut().for_each(|cols| then(cols));
             }
         });
-        y
     }
 
     /// Rows `x` against the panels of group `group`, into `out` (each row's columns of the

@@ -2,6 +2,8 @@
 //! compete for the cores (candle's workers spin briefly between its operations).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Splits `0..items` into ranges, runs `work` on each range on candle's pool, and returns
 /// each range's start with its result, in order.
@@ -20,6 +22,27 @@ pub fn for_ranges<T: Send>(
     let mut parts = parts.into_inner().unwrap_or_default();
     parts.sort_by_key(|(start, _)| *start);
     parts
+}
+
+/// Runs `work` on every part (its index and the part) on candle's pool, each part on one
+/// thread: parts are typically disjoint pieces of one output, written in place. Threads take
+/// one part at a time, so with a few dozen parts the last to finish waits at most one part
+/// (candle's chunked split hands out several at once: up to a tenth of a product idle).
+pub fn for_each_part<P: Send>(parts: Vec<P>, work: impl Fn(usize, &mut P) + Sync) {
+    let parts: Vec<Mutex<P>> = parts.into_iter().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let take = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(part) = parts.get(i) else { break };
+        // Each part is taken by exactly one thread, so the lock is never contended.
+        work(i, &mut part.lock().unwrap_or_else(PoisonError::into_inner));
+    };
+    if parts.len() < 2 {
+        return take();
+    }
+    // One item per thread (the chunked call runs them inline when called from the pool).
+    let pool = candle_core::utils::barrier_pool();
+    pool.execute_chunked(pool.n_workers() + 1, |_| take());
 }
 
 /// Row-major `[rows, out]` from the parts of a product split by column blocks of `W`: each
@@ -50,6 +73,15 @@ mod tests {
         let parts = super::for_ranges(1000, |r| r.collect::<Vec<_>>());
         let all: Vec<usize> = parts.into_iter().flat_map(|(_, v)| v).collect();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_part_once_in_place() {
+        let mut data = vec![0usize; 1000];
+        super::for_each_part(data.chunks_mut(7).collect(), |i, part| {
+            part.iter_mut().for_each(|v| *v += i + 1)
+        });
+        assert!(data.iter().enumerate().all(|(j, v)| *v == j / 7 + 1));
     }
 
     #[test]
