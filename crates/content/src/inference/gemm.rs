@@ -19,6 +19,7 @@
 
 use bytemuck::cast;
 
+use super::aligned::Aligned;
 use super::pool;
 
 /// Output columns per panel (two 256-bit vectors).
@@ -40,10 +41,8 @@ const _: () = assert!(MC.is_multiple_of(MR) && MC.is_multiple_of(MR_512));
 pub struct Dense {
     inp: usize,
     out: usize,
-    /// `[panel][in]`: 16 columns of one input, from `store[start..]`, the first 64-byte
-    /// boundary of the allocation (see `aligned`).
-    store: Vec<f32>,
-    start: usize,
+    /// `[panel][in]`: 16 columns of one input, from a cache line (one 512-bit load each).
+    panels: Aligned<f32, NR>,
     /// `[panel]`: the 16 columns' biases.
     bias: Vec<[f32; NR]>,
 }
@@ -59,9 +58,7 @@ impl Dense {
             w.len(),
             bias.len()
         );
-        let rows = out.div_ceil(NR) * inp;
-        let (mut store, start) = aligned(rows * NR);
-        let panels = store[start..start + rows * NR].as_chunks_mut::<NR>().0;
+        let mut panels = Aligned::zeroed(out.div_ceil(NR) * inp);
         for (col, row) in w.chunks(inp).enumerate() {
             let (p, c) = (col / NR, col % NR);
             for (i, v) in row.iter().enumerate() {
@@ -79,16 +76,9 @@ impl Dense {
         Ok(Dense {
             inp,
             out,
-            store,
-            start,
+            panels,
             bias,
         })
-    }
-
-    /// The packed panels, `[panel][in]`.
-    fn panels(&self) -> &[[f32; NR]] {
-        let rows = self.bias.len() * self.inp;
-        self.store[self.start..self.start + rows * NR].as_chunks().0
     }
 
     pub fn out_dim(&self) -> usize {
@@ -140,7 +130,7 @@ impl Dense {
     fn group(&self, group: usize, wide: bool, x: &[f32], out: &mut [&mut [f32]]) {
         let inp = self.inp;
         let panels = group * GROUP..((group + 1) * GROUP).min(self.bias.len());
-        let weights = &self.panels()[panels.start * inp..panels.end * inp];
+        let weights = &self.panels[panels.start * inp..panels.end * inp];
         let bias = &self.bias[panels];
         #[cfg(target_arch = "x86_64")]
         if wide {
@@ -174,16 +164,6 @@ impl Dense {
             }
         }
     }
-}
-
-/// `n` zeroed f32 from a 64-byte boundary, as (allocation, index of the first). A panel row
-/// is 64 bytes, one 512-bit load, but a `Vec` of them is only aligned for f32: from an
-/// unaligned start every load of the AVX-512 kernel straddles two cache lines.
-fn aligned(n: usize) -> (Vec<f32>, usize) {
-    let store = vec![0f32; n + NR];
-    // The allocation is f32-aligned, so the boundary is a whole number of f32 away.
-    let start = store.as_ptr().align_offset(64).min(NR - 1);
-    (store, start)
 }
 
 /// Whether the CPU has the AVX-512 path.
@@ -399,13 +379,13 @@ mod tests {
             let x = values(n * inp, 9 + n as u64);
             let mut want = vec![[0f32; NR]; GROUP * n];
             for (p, want) in want.chunks_mut(n).enumerate() {
-                kernel_scalar(&m.panels()[p * inp..(p + 1) * inp], &m.bias[p], &x, want);
+                kernel_scalar(&m.panels[p * inp..(p + 1) * inp], &m.bias[p], &x, want);
             }
             #[cfg(target_arch = "x86_64")]
             if has_avx512() && n <= MR_512 {
                 // Whole panels and a last one of 11 columns; all inputs and two blocks of them.
                 for (count, cols) in (1..=GROUP).flat_map(|c| [(c, c * NR), (c, c * NR - 5)]) {
-                    let (panels, bias) = (&m.panels()[..count * inp], &m.bias[..count]);
+                    let (panels, bias) = (&m.panels[..count * inp], &m.bias[..count]);
                     let want: Vec<Vec<f32>> = (0..n)
                         .map(|r| (0..cols).map(|c| want[(c / NR) * n + r][c % NR]).collect())
                         .collect();
@@ -425,7 +405,7 @@ mod tests {
                 && n <= MR
             {
                 for (p, want) in want.chunks(n).enumerate() {
-                    let (panel, bias) = (&m.panels()[p * inp..(p + 1) * inp], &m.bias[p]);
+                    let (panel, bias) = (&m.panels[p * inp..(p + 1) * inp], &m.bias[p]);
                     let mut got = vec![[0f32; NR]; n];
                     simd.vectorize(|| kernel_avx2(simd, panel, bias, &x, &mut got));
                     assert_eq!(got, want, "AVX2, {n} rows");

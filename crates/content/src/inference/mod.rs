@@ -1,6 +1,7 @@
 //! Local language-model inference: GGUF loading, the batched forward pass, the tokenizer,
 //! sampling and the continuous-batching worker.
 
+pub mod aligned;
 pub mod attend;
 pub mod embed;
 pub mod engine;

@@ -31,6 +31,7 @@
 
 use bytemuck::cast;
 
+use super::aligned::Aligned;
 use super::pool;
 
 /// Inputs per block (one scale each).
@@ -153,9 +154,9 @@ pub struct Q8Matrix {
     blocks: usize,
     groups: usize,
     /// `[group][block][step]`: 32 bytes = 8 columns x 4 consecutive inputs.
-    qs: Vec<[i8; 32]>,
+    qs: Aligned<i8, 32>,
     /// `[group][block]`: the 8 columns' scales.
-    d: Vec<[f32; COLS]>,
+    d: Aligned<f32, COLS>,
     kind: Kind,
 }
 
@@ -168,7 +169,7 @@ enum Kind {
     /// inputs), so that one tile holds a block of 16 columns; empty where the CPU has no AMX.
     Signed8 {
         bias: Vec<[i32; COLS]>,
-        pairs: Vec<[i8; 64]>,
+        pairs: Aligned<i8, 64>,
     },
     /// A GGUF file's own 4-bit values (0 to 15), weight = d * q + m per column and block. `qs`
     /// is `[group][block][pair]`: the 32 bytes of steps 2p (low nibbles) and 2p + 1 (high
@@ -197,9 +198,9 @@ pub enum Q4Blocks {
 
 /// `[group][block][step]` units of 32 bytes as `[group pair][block][step]` units of 64 (the
 /// pair's first group in the low half; zeros for a missing last one).
-fn side_by_side(qs: &[[i8; 32]], groups: usize, blocks: usize) -> Vec<[i8; 64]> {
+fn side_by_side(qs: &[[i8; 32]], groups: usize, blocks: usize) -> Aligned<i8, 64> {
     let steps = BLOCK / STEP;
-    let mut pairs = vec![[0i8; 64]; groups.div_ceil(2) * blocks * steps];
+    let mut pairs = Aligned::zeroed(groups.div_ceil(2) * blocks * steps);
     for (i, unit) in qs.iter().enumerate() {
         let (g, rest) = (i / (blocks * steps), i % (blocks * steps));
         let half = (g % 2) * 32;
@@ -231,8 +232,8 @@ impl Q8Matrix {
         let blocks = inp / BLOCK;
         let groups = out.div_ceil(COLS);
         let steps = BLOCK / STEP;
-        let mut qs = vec![[0i8; 32]; groups * blocks * steps];
-        let mut d = vec![[0f32; COLS]; groups * blocks];
+        let mut qs = Aligned::zeroed(groups * blocks * steps);
+        let mut d = Aligned::zeroed(groups * blocks);
         let mut bias = vec![[0i32; COLS]; groups * blocks];
         let mut q = [0i8; BLOCK];
         for col in 0..out {
@@ -250,7 +251,7 @@ impl Q8Matrix {
         let pairs = if amx_supported() {
             side_by_side(&qs, groups, blocks)
         } else {
-            Vec::new()
+            Aligned::zeroed(0)
         };
         Ok(Q8Matrix {
             out,
@@ -280,8 +281,8 @@ impl Q8Matrix {
         let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
         let groups = out.div_ceil(COLS);
         let pairs = BLOCK / STEP / 2;
-        let mut qs = vec![[0i8; 32]; groups * blocks * pairs];
-        let mut d = vec![[0f32; COLS]; groups * blocks];
+        let mut qs = Aligned::zeroed(groups * blocks * pairs);
+        let mut d = Aligned::zeroed(groups * blocks);
         let mut min = vec![[0f32; COLS]; groups * blocks];
         for col in 0..out {
             let (g, c) = (col / COLS, col % COLS);
