@@ -881,6 +881,19 @@ fn kernel4_avx2<const R: usize>(
 /// The VNNI kernel: the one place in the workspace that calls a `#[target_feature]` function,
 /// which Rust only allows in `unsafe` (`pulp`, which wraps AVX2 safely, has no VNNI
 /// wrappers). Measured on the default model (2 cores, AVX-512 VNNI): see bench/README.md.
+/// Two 256-bit halves as one 512-bit register (`lo` in lanes 0-7): the VNNI pair kernel joins
+/// two column groups' weights and scales this way, the AMX kernel two groups' scales.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn join(
+    lo: std::arch::x86_64::__m256i,
+    hi: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::{_mm512_castsi256_si512, _mm512_inserti64x4};
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
@@ -890,10 +903,9 @@ mod vnni {
         _mm256_set1_epi32, _mm256_set1_ps,
     };
     use std::arch::x86_64::{
-        _mm512_add_epi32, _mm512_castps_si512, _mm512_castsi256_si512, _mm512_castsi512_ps,
-        _mm512_castsi512_si256, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_extracti64x4_epi64,
-        _mm512_fmadd_ps, _mm512_inserti64x4, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps,
-        _mm512_setzero_ps, _mm512_setzero_si512,
+        _mm512_add_epi32, _mm512_castps_si512, _mm512_castsi512_ps, _mm512_castsi512_si256,
+        _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
+        _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512,
     };
 
     use bytemuck::cast;
@@ -1005,8 +1017,6 @@ mod vnni {
         let (acts, first) = (ta.acts, ta.first);
         debug_assert!(first + R <= acts.rows);
         let n = out_a.len().min(R);
-        let join_i =
-            |lo: __m256i, hi: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
         let zero = _mm512_setzero_si512();
         let mut acc: [__m512; R] = [_mm512_setzero_ps(); R];
         let blocks = ta
@@ -1021,7 +1031,7 @@ mod vnni {
             .zip(acts.d.chunks_exact(acts.rows));
         for (((((wa, wb), (da_, db_)), (ba, bb)), words), d) in blocks {
             let mut sums: [[__m512i; R]; C] = [[zero; R]; C];
-            sums[0] = [join_i(cast(*ba), cast(*bb)); R];
+            sums[0] = [super::join(cast(*ba), cast(*bb)); R];
             for (s, ((wa, wb), step)) in wa
                 .iter()
                 .zip(wb)
@@ -1031,7 +1041,7 @@ mod vnni {
                 let Some(x) = step[first..].first_chunk::<R>() else {
                     return;
                 };
-                let w = join_i(cast(*wa), cast(*wb));
+                let w = super::join(cast(*wa), cast(*wb));
                 for (sum, x) in sums[s % C].iter_mut().zip(x) {
                     *sum = _mm512_dpbusd_epi32(*sum, _mm512_set1_epi32(*x), w);
                 }
@@ -1039,7 +1049,7 @@ mod vnni {
             let Some(dx) = d[first..].first_chunk::<R>() else {
                 return;
             };
-            let dw = _mm512_castsi512_ps(join_i(cast(*da_), cast(*db_)));
+            let dw = _mm512_castsi512_ps(super::join(cast(*da_), cast(*db_)));
             for (i, acc) in acc.iter_mut().enumerate() {
                 let mut sum = sums[0][i];
                 for chain in &sums[1..] {
@@ -1081,9 +1091,9 @@ mod vnni {
 mod amx {
     use std::arch::asm;
     use std::arch::x86_64::{
-        __m256i, _mm512_castps_si512, _mm512_castsi256_si512, _mm512_castsi512_ps,
-        _mm512_castsi512_si256, _mm512_cvtepi32_ps, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
-        _mm512_inserti64x4, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_castps_si512, _mm512_castsi512_ps, _mm512_castsi512_si256, _mm512_cvtepi32_ps,
+        _mm512_extracti64x4_epi64, _mm512_fmadd_ps, _mm512_loadu_si512, _mm512_mul_ps,
+        _mm512_set1_ps, _mm512_setzero_ps,
     };
     use std::sync::OnceLock;
 
@@ -1203,10 +1213,8 @@ mod amx {
         rows: usize,
     ) {
         let (blocks, end) = (m.blocks, first + lanes.len() / rows);
-        let join = |lo: [f32; COLS], hi: [f32; COLS]| {
-            let (lo, hi): (__m256i, __m256i) = (cast(lo), cast(hi));
-            _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
-        };
+        let join =
+            |lo: [f32; COLS], hi: [f32; COLS]| _mm512_castsi512_ps(super::join(cast(lo), cast(hi)));
         // A window of blocks' sums first, then the float steps over them: a tile store read
         // back at once by vector loads would stall each block, and the window stays in L1.
         let mut window = [const { Sums([[0; 2 * COLS]; AMX_ROWS]) }; WINDOW];
