@@ -95,9 +95,11 @@ pub fn attention(
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
         let dot = |a: &[f32], b: &[f32]| dot_avx(simd, a, b);
-        return simd.vectorize(|| attention_body(queries, keys, values, head_dim, scale, dot));
+        let dot8 = |a: &[f32], b: &[f32]| dot8_avx(simd, a, b);
+        return simd
+            .vectorize(|| attention_body(queries, keys, values, head_dim, scale, dot, dot8));
     }
-    attention_body(queries, keys, values, head_dim, scale, dot)
+    attention_body(queries, keys, values, head_dim, scale, dot, dot8)
 }
 
 #[inline(always)]
@@ -108,11 +110,24 @@ fn attention_body(
     hd: usize,
     scale: f32,
     dot: impl Fn(&[f32], &[f32]) -> f32,
+    dot8: impl Fn(&[f32], &[f32]) -> [f32; 8],
 ) -> Vec<f32> {
     let rep = queries.len() / hd;
     let len = keys.len() / hd;
     let mut scores = vec![0f32; rep * len];
-    for p in 0..len {
+    // Eight positions at a time where the head width is whole vectors, the rest one by one;
+    // the same sums either way.
+    let blocked = if hd.is_multiple_of(8) { len / 8 * 8 } else { 0 };
+    for p in (0..blocked).step_by(8) {
+        let block = &keys[p * hd..(p + 8) * hd];
+        for j in 0..rep {
+            let sums = dot8(&queries[j * hd..(j + 1) * hd], block);
+            for (s, sum) in scores[j * len + p..j * len + p + 8].iter_mut().zip(sums) {
+                *s = sum * scale;
+            }
+        }
+    }
+    for p in blocked..len {
         let key = &keys[p * hd..(p + 1) * hd];
         for j in 0..rep {
             scores[j * len + p] = dot(&queries[j * hd..(j + 1) * hd], key) * scale;
@@ -188,6 +203,53 @@ fn dot_avx(simd: pulp::x86::V3, a: &[f32], b: &[f32]) -> f32 {
     reduce(bytemuck::cast(lanes), a_tail, b_tail)
 }
 
+/// `dot` of one query with eight keys (`[8, head_dim]`).
+#[inline(always)]
+fn dot8(q: &[f32], keys: &[f32]) -> [f32; 8] {
+    let hd = q.len();
+    std::array::from_fn(|t| dot(q, &keys[t * hd..(t + 1) * hd]))
+}
+
+/// `dot8` with AVX: the eight keys' lanes summed as in `dot_avx`, then the eight horizontal
+/// sums at once, pairing the lanes in `reduce`'s order ((0+4)+(1+5))+((2+6)+(3+7)), so the
+/// same bits. The head width is a multiple of eight (no tails).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot8_avx(simd: pulp::x86::V3, q: &[f32], keys: &[f32]) -> [f32; 8] {
+    use std::arch::x86_64::{__m128, __m256, __m256i};
+    let per = q.len() / 8;
+    let (q8, _) = q.as_chunks::<8>();
+    let (k8, _) = keys[..8 * per * 8].as_chunks::<8>();
+    let mut acc = [simd.avx._mm256_setzero_ps(); 8];
+    for (c, qc) in q8.iter().enumerate() {
+        let x: __m256 = bytemuck::cast(*qc);
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let y: __m256 = bytemuck::cast(k8[t * per + c]);
+            *acc = simd.avx._mm256_add_ps(*acc, simd.avx._mm256_mul_ps(x, y));
+        }
+    }
+    // Per key: lanes (0+4, 1+5, 2+6, 3+7).
+    let half: [__m128; 8] = acc.map(|a| {
+        let (lo, hi) = (
+            simd.avx._mm256_castps256_ps128(a),
+            simd.avx._mm256_extractf128_ps::<1>(a),
+        );
+        simd.sse._mm_add_ps(lo, hi)
+    });
+    let pair = |lo: __m128, hi: __m128| simd.avx._mm256_set_m128(hi, lo);
+    // Per key: (0+4)+(1+5) and (2+6)+(3+7), keys 0 and 2 in the low half, 1 and 3 in the
+    // high half (and 4-7 likewise); then their sums, keys in the order 0 2 4 6 1 3 5 7.
+    let low = simd
+        .avx
+        ._mm256_hadd_ps(pair(half[0], half[1]), pair(half[2], half[3]));
+    let high = simd
+        .avx
+        ._mm256_hadd_ps(pair(half[4], half[5]), pair(half[6], half[7]));
+    let sums = simd.avx._mm256_hadd_ps(low, high);
+    let order: __m256i = bytemuck::cast([0i32, 4, 1, 5, 2, 6, 3, 7]);
+    bytemuck::cast(simd.avx2._mm256_permutevar8x32_ps(sums, order))
+}
+
 #[inline(always)]
 fn reduce(lanes: [f32; 8], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
@@ -241,6 +303,26 @@ mod tests {
         // A row's numbers are the same alone as beside another.
         let alone = from_cache(&q[heads * hd..], 1, &seqs[1..], &k, &v, cap, shape);
         assert_eq!(alone, got[heads * hd..]);
+    }
+
+    #[test]
+    fn the_vector_path_gives_the_scalar_bits() {
+        let mut rng = mercato_platform::random::SplitMix64::new(5);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 6.0 - 3.0).collect() };
+        // Head widths of whole vectors (blocks of eight positions) and not; lengths around
+        // the blocks.
+        for (hd, rep) in [(64, 3), (32, 1), (12, 2)] {
+            for len in [1, 7, 8, 9, 16, 23, 40] {
+                let (q, k, v) = (draw(rep * hd), draw(len * hd), draw(len * hd));
+                let scalar = attention_body(&q, &k, &v, hd, 0.125, dot, dot8);
+                assert_eq!(
+                    attention(&q, &k, &v, hd, 0.125),
+                    scalar,
+                    "hd {hd} len {len}"
+                );
+            }
+        }
     }
 
     #[test]
