@@ -878,9 +878,6 @@ fn kernel4_avx2<const R: usize>(
     }
 }
 
-/// The VNNI kernel: the one place in the workspace that calls a `#[target_feature]` function,
-/// which Rust only allows in `unsafe` (`pulp`, which wraps AVX2 safely, has no VNNI
-/// wrappers). Measured on the default model (2 cores, AVX-512 VNNI): see bench/README.md.
 /// Two 256-bit halves as one 512-bit register (`lo` in lanes 0-7): the VNNI pair kernel joins
 /// two column groups' weights and scales this way, the AMX kernel two groups' scales.
 #[cfg(target_arch = "x86_64")]
@@ -894,6 +891,9 @@ fn join(
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
+/// The VNNI kernel. It calls `#[target_feature]` functions, which Rust only allows in
+/// `unsafe` (`pulp`, which wraps AVX2 safely, has no VNNI wrappers). Measured on the default
+/// model (2 cores, AVX-512 VNNI): see bench/README.md.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
