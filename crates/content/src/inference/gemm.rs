@@ -144,12 +144,14 @@ impl Dense {
             }
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        let simd = pulp::x86::V3::try_new();
         for (p, (panel, bias)) in weights.chunks(inp).zip(bias).enumerate() {
             for (x, out) in x.chunks(MR * inp).zip(out.chunks_mut(MR)) {
                 let mut lanes = [[0f32; NR]; MR];
                 let lanes = &mut lanes[..out.len()];
                 #[cfg(target_arch = "x86_64")]
-                if let Some(simd) = pulp::x86::V3::try_new() {
+                if let Some(simd) = simd {
                     simd.vectorize(|| kernel_avx2(simd, panel, bias, x, lanes));
                 } else {
                     kernel_scalar(panel, bias, x, lanes)
