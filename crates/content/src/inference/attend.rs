@@ -37,6 +37,22 @@ pub fn from_cache(
     capacity: usize,
     shape: Heads,
 ) -> Vec<f32> {
+    let mut out = Vec::new();
+    from_cache_into(q, tokens, seqs, (k, v), capacity, shape, &mut out);
+    out
+}
+
+/// `from_cache` into `out` (resized; its allocation is reused and not cleared, since every
+/// value is written).
+pub fn from_cache_into(
+    q: &[f32],
+    tokens: usize,
+    seqs: &[(usize, usize)],
+    (k, v): (&[f32], &[f32]),
+    capacity: usize,
+    shape: Heads,
+    out: &mut Vec<f32>,
+) {
     let Heads {
         heads,
         kv_heads,
@@ -44,40 +60,37 @@ pub fn from_cache(
         ..
     } = shape;
     let rep = heads / kv_heads;
-    let items = seqs.len() * kv_heads;
     let width = heads * hd;
-    let parts = super::pool::for_ranges(items, |range| {
-        range
-            .map(|item| {
-                let (row, g) = (item / kv_heads, item % kv_heads);
-                let (slot, pos) = seqs[row];
-                let base = (slot * kv_heads + g) * capacity * hd;
-                // `[tokens, rep * head_dim]`: the outputs of the query heads sharing key head g.
-                let mut out = Vec::with_capacity(tokens * rep * hd);
-                for j in 0..tokens {
-                    // Token-major queries: the heads sharing key head g are adjacent.
-                    let at = ((row * tokens + j) * heads + g * rep) * hd;
-                    let len = pos + j + 1;
-                    out.extend(attention(
-                        &q[at..at + rep * hd],
-                        &k[base..base + len * hd],
-                        &v[base..base + len * hd],
-                        hd,
-                        shape.scale,
-                    ));
-                }
-                (row, g, out)
-            })
-            .collect::<Vec<_>>()
-    });
-    let mut out = vec![0f32; seqs.len() * tokens * width];
-    for (row, g, values) in parts.into_iter().flat_map(|(_, done)| done) {
-        for (j, heads_out) in values.chunks(rep * hd).enumerate() {
-            let at = (row * tokens + j) * width + g * rep * hd;
-            out[at..at + rep * hd].copy_from_slice(heads_out);
+    out.resize(seqs.len() * tokens * width, 0.0);
+    // Work items are (row, key head) pairs, taken one at a time (rows differ in length); each
+    // owns the output columns of its query heads in its tokens' rows and writes them in place.
+    let mut items = Vec::with_capacity(seqs.len() * kv_heads);
+    for (g, part) in super::pool::column_parts(out, width, rep * hd)
+        .into_iter()
+        .enumerate()
+    {
+        let mut part = part.into_iter();
+        for row in 0..seqs.len() {
+            items.push((row, g, part.by_ref().take(tokens).collect::<Vec<_>>()));
         }
     }
-    out
+    super::pool::for_each_part(items, |_, (row, g, outs)| {
+        let (row, g) = (*row, *g);
+        let (slot, pos) = seqs[row];
+        let base = (slot * kv_heads + g) * capacity * hd;
+        for (j, y) in outs.iter_mut().enumerate() {
+            // Token-major queries: the heads sharing key head g are adjacent.
+            let at = ((row * tokens + j) * heads + g * rep) * hd;
+            let len = pos + j + 1;
+            y.copy_from_slice(&attention(
+                &q[at..at + rep * hd],
+                &k[base..base + len * hd],
+                &v[base..base + len * hd],
+                hd,
+                shape.scale,
+            ));
+        }
+    });
 }
 
 /// Softmax attention of `queries` (`[q, head_dim]`) over `keys` and `values` (`[len,
@@ -281,6 +294,10 @@ mod tests {
             scale: 0.3,
         };
         let got = from_cache(&q, 1, &seqs, &k, &v, cap, shape);
+        // A reused buffer (longer, holding NaN) gets every value written.
+        let mut reused = vec![f32::NAN; got.len() + 9];
+        from_cache_into(&q, 1, &seqs, (&k, &v), cap, shape, &mut reused);
+        assert_eq!(reused, got);
         for (row, &(slot, pos)) in seqs.iter().enumerate() {
             let len = pos + 1;
             for h in 0..heads {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::engine::SubmitError;
 use super::gemm::Dense;
-use super::math::{erf, exp};
+use super::math::{erf, exp, lanes};
 use super::pool;
 
 /// Texts embedded per forward pass at most.
@@ -455,23 +455,6 @@ impl Text<'_> {
             }
         }
     }
-}
-
-/// `step` folded over `values` in eight independent lanes (so the compiler keeps them in one
-/// vector), the lanes returned: a fixed order whatever the CPU.
-#[inline(always)]
-fn lanes(values: &[f32], init: f32, step: impl Fn(f32, f32) -> f32) -> [f32; 8] {
-    let mut acc = [init; 8];
-    let (whole, tail) = values.as_chunks::<8>();
-    for chunk in whole {
-        for l in 0..8 {
-            acc[l] = step(acc[l], chunk[l]);
-        }
-    }
-    for (l, v) in tail.iter().enumerate() {
-        acc[l] = step(acc[l], *v);
-    }
-    acc
 }
 
 /// The buffers of a forward pass, kept between batches: a batch's products are megabytes

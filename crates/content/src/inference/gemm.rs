@@ -103,13 +103,8 @@ impl Dense {
         y.resize(rows * self.out, 0.0);
         // Work items are groups of panels; each owns its columns of every row of `y`, so the
         // kernels write the rows in place.
-        let mut owned: Vec<Vec<&mut [f32]>> =
-            (0..groups).map(|_| Vec::with_capacity(rows)).collect();
-        for row in y.chunks_mut(self.out) {
-            for (cols, item) in row.chunks_mut(NR * GROUP).zip(owned.iter_mut()) {
-                item.push(cols);
-            }
-        }
+        let owned = pool::column_parts(y, self.out, NR * GROUP);
+        debug_assert_eq!(owned.len(), groups);
         pool::for_each_part(owned, |group, item| {
             for chunk in (0..rows).step_by(MC) {
                 let chunk = chunk..(chunk + MC).min(rows);

@@ -44,6 +44,23 @@ pub fn exp(x: f32) -> f32 {
     e * f32::from_bits(two_n)
 }
 
+/// `step` folded over `values` in eight independent lanes (so the compiler keeps them in one
+/// vector), the lanes returned: a fixed order whatever the CPU.
+#[inline(always)]
+pub fn lanes(values: &[f32], init: f32, step: impl Fn(f32, f32) -> f32) -> [f32; 8] {
+    let mut acc = [init; 8];
+    let (whole, tail) = values.as_chunks::<8>();
+    for chunk in whole {
+        for l in 0..8 {
+            acc[l] = step(acc[l], chunk[l]);
+        }
+    }
+    for (l, v) in tail.iter().enumerate() {
+        acc[l] = step(acc[l], *v);
+    }
+    acc
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

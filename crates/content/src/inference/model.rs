@@ -27,7 +27,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attend;
-use super::math::exp;
+use super::math::{exp, lanes};
 use super::q8::{self, Q4Blocks, Q8Matrix};
 
 /// Which transformer family the GGUF holds; decides biases and the rotary convention.
@@ -311,26 +311,27 @@ impl Linear {
 }
 
 /// Several projections of the same input rows (`x` row-major `[rows, in]`) on the CPU, each
-/// as `Linear::forward` computes it, as row-major vectors. Where all use the 8-bit kernel, the
-/// input is quantised once and the products share one dispatch on the pool
-/// (`Q8Matrix::matmul_each`); other forms go through candle.
+/// as `Linear::forward` computes it, into row-major vectors (`ys`, resized; a forward pass
+/// reuses them from layer to layer). Where all use the 8-bit kernel, the input is quantised
+/// once and the products share one dispatch on the pool (`Q8Matrix::matmul_each_into`);
+/// other forms go through candle.
 fn project<const N: usize>(
     linears: [&Linear; N],
     x: &[f32],
     rows: usize,
     dense: bool,
-) -> candle_core::Result<[Vec<f32>; N]> {
+    mut ys: [&mut Vec<f32>; N],
+) -> candle_core::Result<()> {
     let q8: Option<Vec<&Q8Matrix>> = linears.iter().map(|l| l.q8(dense)).collect();
-    let mut ys = match q8 {
-        Some(matrices) => Q8Matrix::matmul_each(&matrices, x),
+    match q8 {
+        Some(matrices) => Q8Matrix::matmul_each_into(&matrices, x, &mut ys),
         None => {
             let x = Tensor::from_slice(x, (rows, x.len() / rows.max(1)), &Device::Cpu)?;
-            linears
-                .iter()
-                .map(|l| l.product(&x, dense)?.flatten_all()?.to_vec1::<f32>())
-                .collect::<candle_core::Result<_>>()?
+            for (y, l) in ys.iter_mut().zip(linears) {
+                **y = l.product(&x, dense)?.flatten_all()?.to_vec1::<f32>()?;
+            }
         }
-    };
+    }
     for (y, l) in ys.iter_mut().zip(linears) {
         if let Some(b) = &l.b {
             with_slice(b, |b| {
@@ -340,8 +341,31 @@ fn project<const N: usize>(
             })?;
         }
     }
-    ys.try_into()
-        .map_err(|_| candle_core::Error::Msg("a projection did not run".into()))
+    Ok(())
+}
+
+/// The feed-forward's gated input, `silu(x gate) * (x up)`, as `project` and `silu_mul`
+/// compute it, into `y`. Where both use the 8-bit kernel (and carry no bias), the gating runs
+/// on the pool inside the product (`Q8Matrix::matmul_combined_into`): the same numbers,
+/// without the up product's output or a pass over it on this thread.
+fn gated(
+    [gate, up]: [&Linear; 2],
+    x: &[f32],
+    rows: usize,
+    dense: bool,
+    y: &mut Vec<f32>,
+) -> candle_core::Result<()> {
+    match (gate.q8(dense), up.q8(dense), &gate.b, &up.b) {
+        (Some(g), Some(u), None, None) => {
+            Q8Matrix::matmul_combined_into(g, u, x, y, silu_mul);
+        }
+        _ => {
+            let mut u = Vec::new();
+            project([gate, up], x, rows, dense, [&mut *y, &mut u])?;
+            silu_mul(y, &u);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's values, in place.
@@ -362,7 +386,11 @@ fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(w.len()) {
-        let mean = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+        // Eight independent partial sums (one vector), in a fixed order whatever the CPU: a
+        // single running sum is a chain of dependent additions, and the norms run on the
+        // worker thread alone.
+        let squares = lanes(row, 0.0, |a, v| a + v * v);
+        let mean = squares.iter().sum::<f32>() / w.len() as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         out.extend(row.iter().zip(w).map(|(v, w)| v * scale * w));
     }
@@ -610,23 +638,26 @@ impl Model {
             scale: 1.0 / (hd as f32).sqrt(),
         };
         let (cos, sin) = (self.cos_sin.0.as_slice(), self.cos_sin.1.as_slice());
+        // Buffers reused by every layer: each is fully written before it is read.
+        let [mut q, mut k, mut v, mut y, mut o, mut gate, mut down] = Default::default();
         for (l, layer) in self.layers.iter().enumerate() {
             let h = with_slice(&layer.attn_norm, |w| rms_norm(&x, w, eps))?;
-            let [mut q, mut k, v] = project([&layer.q, &layer.k, &layer.v], &h, n, dense)?;
+            let qkv = [&layer.q, &layer.k, &layer.v];
+            project(qkv, &h, n, dense, [&mut q, &mut k, &mut v])?;
             rope(&mut q, heads * hd, hd, positions(), (cos, sin), cfg.arch);
             rope(&mut k, kvh * hd, hd, positions(), (cos, sin), cfg.arch);
             cache.write(l, rows, t, &k, &v)?;
             let Store::Cpu { k: keys, v: values } = &cache.store else {
                 candle_core::bail!("the cache is not a CPU cache")
             };
-            let y = attend::from_cache(&q, t, &seqs, &keys[l], &values[l], cache.capacity, shape);
-            let [o] = project([&layer.o], &y, n, dense)?;
+            let (keys, values) = (&keys[l][..], &values[l][..]);
+            attend::from_cache_into(&q, t, &seqs, (keys, values), cache.capacity, shape, &mut y);
+            project([&layer.o], &y, n, dense, [&mut o])?;
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
             let h = with_slice(&layer.ffn_norm, |w| rms_norm(&x, w, eps))?;
-            let [mut gate, up] = project([&layer.gate, &layer.up], &h, n, dense)?;
-            silu_mul(&mut gate, &up);
-            let [down] = project([&layer.down], &gate, n, dense)?;
+            gated([&layer.gate, &layer.up], &h, n, dense, &mut gate)?;
+            project([&layer.down], &gate, n, dense, [&mut down])?;
             x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
         let last: Vec<f32> = x
@@ -635,7 +666,8 @@ impl Model {
             .copied()
             .collect();
         let last = with_slice(&self.norm, |w| rms_norm(&last, w, eps))?;
-        let [logits] = project([&self.head], &last, rows.len(), false)?;
+        let mut logits = Vec::new();
+        project([&self.head], &last, rows.len(), false, [&mut logits])?;
         Tensor::from_vec(logits, (rows.len(), cfg.vocab), &self.device)
     }
 

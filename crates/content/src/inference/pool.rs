@@ -1,28 +1,8 @@
 //! Work spread over candle's own CPU thread pool, so the project's kernels and candle's never
 //! compete for the cores (candle's workers spin briefly between its operations).
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-
-/// Splits `0..items` into ranges, runs `work` on each range on candle's pool, and returns
-/// each range's start with its result, in order.
-pub fn for_ranges<T: Send>(
-    items: usize,
-    work: impl Fn(Range<usize>) -> T + Sync,
-) -> Vec<(usize, T)> {
-    let parts = std::sync::Mutex::new(Vec::new());
-    candle_core::utils::barrier_pool().execute_chunked(items, |range| {
-        let start = range.start;
-        let out = work(range);
-        if let Ok(mut all) = parts.lock() {
-            all.push((start, out));
-        }
-    });
-    let mut parts = parts.into_inner().unwrap_or_default();
-    parts.sort_by_key(|(start, _)| *start);
-    parts
-}
 
 /// Runs `work` on every part (its index and the part) on candle's pool, each part on one
 /// thread: parts are typically disjoint pieces of one output, written in place. Threads take
@@ -45,36 +25,33 @@ pub fn for_each_part<P: Send>(parts: Vec<P>, work: impl Fn(usize, &mut P) + Sync
     pool.execute_chunked(pool.n_workers() + 1, |_| take());
 }
 
-/// Row-major `[rows, out]` from the parts of a product split by column blocks of `W`: each
-/// part is its first block's index and its lanes, `[block][row]`. Lanes past `out` (padding
-/// of the last block) are dropped.
-pub fn gather_columns<const W: usize>(
-    parts: Vec<(usize, Vec<[f32; W]>)>,
-    rows: usize,
-    out: usize,
-) -> Vec<f32> {
-    let mut y = vec![0f32; rows * out];
-    for (start, lanes) in parts {
-        for (i, per_row) in lanes.chunks(rows.max(1)).enumerate() {
-            let col = (start + i) * W;
-            let n = W.min(out - col);
-            for (r, l) in per_row.iter().enumerate() {
-                y[r * out + col..r * out + col + n].copy_from_slice(&l[..n]);
-            }
+/// Splits row-major `y` (rows of `out` values) by columns into parts of `width` columns
+/// (the last may be narrower): part `i` holds columns `i * width..` of every row, in row
+/// order. The parts are disjoint, so threads can fill them in place.
+pub fn column_parts(y: &mut [f32], out: usize, width: usize) -> Vec<Vec<&mut [f32]>> {
+    let rows = y.len() / out.max(1);
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..out.div_ceil(width.max(1)))
+        .map(|_| Vec::with_capacity(rows))
+        .collect();
+    for row in y.chunks_mut(out.max(1)) {
+        for (cols, part) in row.chunks_mut(width.max(1)).zip(parts.iter_mut()) {
+            part.push(cols);
         }
     }
-    y
+    parts
+}
+
+/// Parts worth handing out for `items` equal work items: a few per thread, so the last to
+/// finish waits little, but not so many that the per-part overhead shows; never under `min`
+/// items per part, and a multiple of `multiple`.
+pub fn part_size(items: usize, min: usize, multiple: usize) -> usize {
+    let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    let size = items.div_ceil(4 * threads).max(min).max(1);
+    size.div_ceil(multiple.max(1)) * multiple.max(1)
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn every_item_once_in_order() {
-        let parts = super::for_ranges(1000, |r| r.collect::<Vec<_>>());
-        let all: Vec<usize> = parts.into_iter().flat_map(|(_, v)| v).collect();
-        assert_eq!(all, (0..1000).collect::<Vec<_>>());
-    }
-
     #[test]
     fn every_part_once_in_place() {
         let mut data = vec![0usize; 1000];
@@ -85,14 +62,23 @@ mod tests {
     }
 
     #[test]
-    fn columns_gather_into_rows_without_the_padding() {
-        // Two rows, five columns in blocks of two: blocks 0-1 in one part, block 2 (one real
-        // column, one padding) in another.
-        let parts = vec![
-            (0, vec![[1.0, 2.0], [6.0, 7.0], [3.0, 4.0], [8.0, 9.0]]),
-            (2, vec![[5.0, -1.0], [10.0, -1.0]]),
-        ];
-        let y = super::gather_columns(parts, 2, 5);
-        assert_eq!(y, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+    fn column_parts_cover_every_value_once() {
+        // Three rows of five columns in parts of two: columns 0-1, 2-3 and 4.
+        let mut y: Vec<f32> = (0..15).map(|v| v as f32).collect();
+        let parts = super::column_parts(&mut y, 5, 2);
+        let widths: Vec<Vec<usize>> = parts
+            .iter()
+            .map(|p| p.iter().map(|r| r.len()).collect())
+            .collect();
+        assert_eq!(widths, [vec![2, 2, 2], vec![2, 2, 2], vec![1, 1, 1]]);
+        assert_eq!(parts[1][2], [12.0, 13.0]);
+        assert_eq!(parts[2][0], [4.0]);
+    }
+
+    #[test]
+    fn part_sizes_respect_the_minimum_and_multiple() {
+        assert_eq!(super::part_size(3, 4, 2), 4);
+        let size = super::part_size(6144, 4, 2);
+        assert!(size >= 4 && size.is_multiple_of(2) && size < 6144);
     }
 }

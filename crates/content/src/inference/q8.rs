@@ -336,15 +336,91 @@ impl Q8Matrix {
     /// all their column groups share one dispatch on the pool. Returns one `[rows, out]`
     /// product per matrix, each the same numbers `matmul` gives.
     pub fn matmul_each(matrices: &[&Q8Matrix], x: &[f32]) -> Vec<Vec<f32>> {
+        let mut ys = vec![Vec::new(); matrices.len()];
+        Self::matmul_each_into(matrices, x, &mut ys.iter_mut().collect::<Vec<_>>());
+        ys
+    }
+
+    /// `matmul_each` into `ys` (one per matrix, resized; their allocations are reused and
+    /// not cleared, since every value is written).
+    pub fn matmul_each_into(matrices: &[&Q8Matrix], x: &[f32], ys: &mut [&mut Vec<f32>]) {
         let Some(first) = matrices.first() else {
-            return Vec::new();
+            return;
         };
-        let (inp, four) = (first.inp, first.is_four_bit());
-        debug_assert!(matrices.iter().all(|m| m.inp == inp));
         // The two kinds quantise the input differently; a mix goes one matrix at a time.
-        if matrices.iter().any(|m| m.is_four_bit() != four) {
-            return matrices.iter().map(|m| m.matmul(x)).collect();
+        if matrices
+            .iter()
+            .any(|m| m.is_four_bit() != first.is_four_bit())
+        {
+            for (m, y) in matrices.iter().zip(ys.iter_mut()) {
+                Self::matmul_each_into(&[m], x, &mut [&mut **y]);
+            }
+            return;
         }
+        let (rows, path, acts) = Self::prepare(matrices, x);
+        // Work items are runs of column groups of one matrix; each owns its columns of every
+        // row of that matrix's output and writes them in place (on the thread that computed
+        // them, so no serial gather follows).
+        let total: usize = matrices.iter().map(|m| m.groups).sum();
+        // Even, so the VNNI path's pairs of groups never split across items.
+        let size = pool::part_size(total, 4, 2);
+        let mut parts = Vec::new();
+        for (i, (m, y)) in matrices.iter().zip(ys.iter_mut()).enumerate() {
+            y.resize(rows * m.out, 0.0);
+            for (j, cols) in pool::column_parts(y, m.out, size * COLS)
+                .into_iter()
+                .enumerate()
+            {
+                parts.push((i, j * size, cols));
+            }
+        }
+        pool::for_each_part(parts, |_, (i, first, cols)| {
+            let m = matrices[*i];
+            let mut lanes = vec![[0f32; COLS]; size.min(m.groups - *first) * rows];
+            m.groups(path, &acts, *first, &mut lanes, rows);
+            scatter(&lanes, rows, cols);
+        });
+    }
+
+    /// `a` and `b` against the same input (of the same width and output width), merged by
+    /// `combine(a, b)` into `a`'s values (elementwise: it sees matching values of the two
+    /// products in no particular grouping), into `y` (resized, not cleared): a feed-forward's
+    /// gate and up projections with their gating, in one dispatch, without the up product's
+    /// output or a serial pass over it. The same numbers as the two products followed by
+    /// `combine` over them.
+    pub fn matmul_combined_into(
+        a: &Q8Matrix,
+        b: &Q8Matrix,
+        x: &[f32],
+        y: &mut Vec<f32>,
+        combine: impl Fn(&mut [f32], &[f32]) + Sync,
+    ) {
+        if a.is_four_bit() != b.is_four_bit() || a.out != b.out || a.groups != b.groups {
+            let mut yb = Vec::new();
+            Self::matmul_each_into(&[a, b], x, &mut [&mut *y, &mut yb]);
+            combine(y, &yb);
+            return;
+        }
+        let (rows, path, acts) = Self::prepare(&[a, b], x);
+        let size = pool::part_size(2 * a.groups, 4, 2);
+        y.resize(rows * a.out, 0.0);
+        let parts = pool::column_parts(y, a.out, size * COLS);
+        pool::for_each_part(parts, |j, cols| {
+            let first = j * size;
+            let n = size.min(a.groups - first) * rows;
+            let (mut la, mut lb) = (vec![[0f32; COLS]; n], vec![[0f32; COLS]; n]);
+            a.groups(path, &acts, first, &mut la, rows);
+            b.groups(path, &acts, first, &mut lb, rows);
+            combine(la.as_flattened_mut(), lb.as_flattened());
+            scatter(&la, rows, cols);
+        });
+    }
+
+    /// Rows, kernel path and quantised activations of `x` for `matrices` (one kind, one input
+    /// width).
+    fn prepare(matrices: &[&Q8Matrix], x: &[f32]) -> (usize, Path, Activations) {
+        let (inp, four) = (matrices[0].inp, matrices[0].is_four_bit());
+        debug_assert!(matrices.iter().all(|m| m.inp == inp));
         let rows = x.len() / inp;
         let path = if four {
             Path::detect().four_bit()
@@ -352,39 +428,7 @@ impl Q8Matrix {
             let tiles = matrices.iter().all(|m| m.has_tiles());
             Path::detect().for_rows(rows, tiles)
         };
-        let acts = Activations::new(x, rows, inp, path, four);
-        // The work items are the column groups of all matrices, one after another; each range
-        // of them fills its own buffers, `[group][row]` lanes, one per matrix it touches.
-        let starts: Vec<usize> = matrices
-            .iter()
-            .scan(0, |at, m| {
-                let start = *at;
-                *at += m.groups;
-                Some(start)
-            })
-            .collect();
-        let total = matrices.iter().map(|m| m.groups).sum();
-        let parts = pool::for_ranges(total, |range| {
-            let mut done = Vec::new();
-            for (i, (m, &start)) in matrices.iter().zip(&starts).enumerate() {
-                let own = range.start.max(start)..range.end.min(start + m.groups);
-                if own.is_empty() {
-                    continue;
-                }
-                let mut lanes = vec![[0f32; COLS]; own.len() * rows];
-                m.groups(path, &acts, own.start - start, &mut lanes, rows);
-                done.push((i, own.start - start, lanes));
-            }
-            done
-        });
-        let mut each: Vec<Vec<(usize, Vec<[f32; COLS]>)>> = vec![Vec::new(); matrices.len()];
-        for (i, first, lanes) in parts.into_iter().flat_map(|(_, done)| done) {
-            each[i].push((first, lanes));
-        }
-        each.into_iter()
-            .zip(matrices)
-            .map(|(parts, m)| pool::gather_columns(parts, rows, m.out))
-            .collect()
+        (rows, path, Activations::new(x, rows, inp, path, four))
     }
 
     /// Whether the matrix keeps the AMX path's layout.
@@ -458,6 +502,20 @@ impl Q8Matrix {
             let (one, tail) = rest.split_at_mut(rows.min(rest.len()));
             self.group(path, acts, g, one);
             (g, rest) = (g + 1, tail);
+        }
+    }
+}
+
+/// Lanes of consecutive column groups (`[group][row]`, `rows` per group) into each row's
+/// columns of those groups (`cols[row]`, whose length drops a partial last group's padding).
+fn scatter(lanes: &[[f32; COLS]], rows: usize, cols: &mut [&mut [f32]]) {
+    for (r, row) in cols.iter_mut().enumerate() {
+        for (g, dst) in row.chunks_mut(COLS).enumerate() {
+            let lane = &lanes[g * rows + r];
+            match <&mut [f32; COLS]>::try_from(&mut *dst) {
+                Ok(dst) => *dst = *lane,
+                Err(_) => dst.copy_from_slice(&lane[..dst.len()]),
+            }
         }
     }
 }
@@ -1338,6 +1396,32 @@ mod tests {
         let together = Q8Matrix::matmul_each(&ms.iter().collect::<Vec<_>>(), &x);
         for (m, y) in ms.iter().zip(together) {
             assert_eq!(y, m.matmul(&x));
+        }
+    }
+
+    #[test]
+    fn combined_products_and_reused_buffers_give_the_same_numbers() {
+        let inp = 64;
+        let combine = |a: &mut [f32], b: &[f32]| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a = *a * 2.0 - b);
+        };
+        // Many column groups (several parts, a partial last group), and a few.
+        for (out, rows) in [(803, 1), (803, 16), (20, 3)] {
+            let a = Q8Matrix::quantise(&matrix(out, inp, 5), out, inp).expect("quantise");
+            let b = Q8Matrix::quantise(&matrix(out, inp, 6), out, inp).expect("quantise");
+            let x = matrix(rows, inp, 7);
+            let (alone_a, alone_b) = (a.matmul(&x), b.matmul(&x));
+            let mut expected = alone_a.clone();
+            combine(&mut expected, &alone_b);
+            // Buffers too short and too long, holding NaN: every value must be written.
+            for len in [5, rows * out + 7] {
+                let mut y = vec![f32::NAN; len];
+                Q8Matrix::matmul_combined_into(&a, &b, &x, &mut y, combine);
+                assert_eq!(y, expected, "{out} x {rows}");
+                let (mut ya, mut yb) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                Q8Matrix::matmul_each_into(&[&a, &b], &x, &mut [&mut ya, &mut yb]);
+                assert_eq!((&ya, &yb), (&alone_a, &alone_b), "{out} x {rows}");
+            }
         }
     }
 

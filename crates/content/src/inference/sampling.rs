@@ -2,6 +2,8 @@
 //! with a per-request random stream so a seed gives the same text whatever else is batched.
 
 use mercato_platform::random::SplitMix64;
+
+use super::math::lanes;
 use serde::{Deserialize, Serialize};
 
 /// Sampling settings of one request (validated by [`Sampling::validate`]).
@@ -90,15 +92,26 @@ impl Sampling {
     }
 }
 
-/// Greedy choice over one row of logits (ties go to the lowest id).
+/// Greedy choice over one row of logits (ties go to the lowest id; NaN is never chosen).
+/// Two passes the compiler vectorises, the largest value in eight lanes and then its first
+/// position, instead of one pass whose every step waits on the comparison before it: this
+/// runs on the worker thread for every sequence of every step, over the whole vocabulary.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let max = lanes(logits, f32::NEG_INFINITY, |m, v| if v > m { v } else { m })
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    let (chunks, tail) = logits.as_chunks::<16>();
+    let at = chunks
+        .iter()
+        .position(|c| c.iter().fold(false, |hit, &v| hit | (v == max)))
+        .map(|c| c * 16)
+        .unwrap_or(chunks.len() * 16);
+    let rest = if at < chunks.len() * 16 {
+        &chunks[at / 16][..]
+    } else {
+        tail
+    };
+    rest.iter().position(|&v| v == max).map_or(0, |i| at + i) as u32
 }
 
 /// Picks the next token from `logits` (modified in place by the penalty).
@@ -169,6 +182,23 @@ pub fn sample(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_largest_and_skips_nan() {
+        let mut logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32).collect();
+        assert_eq!(argmax(&logits), 27); // 27 * 37 = 999: the 99
+        logits[90] = 500.0;
+        logits[95] = 500.0;
+        logits[3] = f32::NAN;
+        assert_eq!(argmax(&logits), 90);
+        logits[5] = 500.0;
+        assert_eq!(argmax(&logits), 5);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), 0);
+        assert_eq!(argmax(&[1.0, 2.0, 2.0]), 1);
+        let rising: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        assert_eq!(argmax(&rising), 19);
+    }
 
     #[test]
     fn greedy_takes_the_largest_and_penalty_can_change_it() {
