@@ -431,14 +431,20 @@ fn rope(
     for (token, pos) in x.chunks_exact_mut(width).zip(positions) {
         let (c, s) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
         for head in token.chunks_exact_mut(hd) {
-            for i in 0..half {
-                let (a, b) = match arch {
-                    Arch::Llama => (2 * i, 2 * i + 1),
-                    Arch::Qwen2 => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * c[i] - x1 * s[i];
-                head[b] = x0 * s[i] + x1 * c[i];
+            // The layout decided outside the loops, so each is a plain vectorisable pass.
+            match arch {
+                Arch::Llama => {
+                    for ((pair, c), s) in head.as_chunks_mut::<2>().0.iter_mut().zip(c).zip(s) {
+                        let [x0, x1] = *pair;
+                        *pair = [x0 * c - x1 * s, x0 * s + x1 * c];
+                    }
+                }
+                Arch::Qwen2 => {
+                    let (lo, hi) = head.split_at_mut(half);
+                    for (((x0, x1), c), s) in lo.iter_mut().zip(hi).zip(c).zip(s) {
+                        (*x0, *x1) = (*x0 * c - *x1 * s, *x0 * s + *x1 * c);
+                    }
+                }
             }
         }
     }

@@ -9,11 +9,11 @@ use std::sync::{Mutex, PoisonError};
 /// one part at a time, so with a few dozen parts the last to finish waits at most one part
 /// (candle's chunked split hands out several at once: up to a tenth of a product idle).
 pub fn for_each_part<P: Send>(parts: Vec<P>, work: impl Fn(usize, &mut P) + Sync) {
-    let parts: Vec<Mutex<P>> = parts.into_iter().map(Mutex::new).collect();
+    let parts: Vec<Own<P>> = parts.into_iter().map(|p| Own(Mutex::new(p))).collect();
     let next = AtomicUsize::new(0);
     let take = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(part) = parts.get(i) else { break };
+        let Some(Own(part)) = parts.get(i) else { break };
         // Each part is taken by exactly one thread, so the lock is never contended.
         work(i, &mut part.lock().unwrap_or_else(PoisonError::into_inner));
     };
@@ -24,6 +24,11 @@ pub fn for_each_part<P: Send>(parts: Vec<P>, work: impl Fn(usize, &mut P) + Sync
     let pool = candle_core::utils::barrier_pool();
     pool.execute_chunked(pool.n_workers() + 1, |_| take());
 }
+
+/// A part's lock on its own pair of cache lines: adjacent locks taken by different threads
+/// would otherwise share a line and bounce it between the cores at every lock and unlock.
+#[repr(align(128))]
+struct Own<P>(Mutex<P>);
 
 /// Splits row-major `y` (rows of `out` values) by columns into parts of `width` columns
 /// (the last may be narrower): part `i` holds columns `i * width..` of every row, in row

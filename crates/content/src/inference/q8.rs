@@ -402,7 +402,8 @@ impl Q8Matrix {
             return;
         }
         let (rows, path, acts) = Self::prepare(&[a, b], x);
-        let size = pool::part_size(2 * a.groups, 4, 2);
+        // Items are column groups, each computed for both matrices.
+        let size = pool::part_size(a.groups, 2, 2);
         y.resize(rows * a.out, 0.0);
         let parts = pool::column_parts(y, a.out, size * COLS);
         pool::for_each_part(parts, |j, cols| {
@@ -510,12 +511,14 @@ impl Q8Matrix {
 /// columns of those groups (`cols[row]`, whose length drops a partial last group's padding).
 fn scatter(lanes: &[[f32; COLS]], rows: usize, cols: &mut [&mut [f32]]) {
     for (r, row) in cols.iter_mut().enumerate() {
-        for (g, dst) in row.chunks_mut(COLS).enumerate() {
-            let lane = &lanes[g * rows + r];
-            match <&mut [f32; COLS]>::try_from(&mut *dst) {
-                Ok(dst) => *dst = *lane,
-                Err(_) => dst.copy_from_slice(&lane[..dst.len()]),
-            }
+        // Whole groups as fixed-size copies (a register move each; one loop over both cases
+        // compiles to a library call per group).
+        let (whole, tail) = row.as_chunks_mut::<COLS>();
+        for (g, dst) in whole.iter_mut().enumerate() {
+            *dst = lanes[g * rows + r];
+        }
+        if !tail.is_empty() {
+            tail.copy_from_slice(&lanes[whole.len() * rows + r][..tail.len()]);
         }
     }
 }
@@ -545,62 +548,65 @@ struct Activations {
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
     /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
-    /// with `sums`, each block's sum is kept too. This is serial work on the calling thread,
-    /// so it runs with explicit AVX2 where the CPU has it; the scalar path gives the same
-    /// bytes.
+    /// with `sums`, each block's sum is kept too. Runs with explicit AVX2 where the CPU has it
+    /// (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows the blocks are
+    /// spread over the pool (at 16 rows, done on the calling thread alone, it was a tenth of
+    /// what that thread did alone while the other cores waited).
     fn new(x: &[f32], rows: usize, inp: usize, path: Path, sums: bool) -> Self {
+        const PARALLEL_ROWS: usize = 8;
         let flip = if path == Path::Vnni { FLIP } else { 0 };
-        let layout = Layout {
-            flip,
-            row_major: path == Path::Amx,
-            padding: path.row_tile().max(VNNI_ROWS),
-            sums,
-        };
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| {
-                Self::quantise(x, rows, inp, layout, |b| quantise_words_avx2(simd, b, flip))
-            });
-        }
-        Self::quantise(x, rows, inp, layout, |b| quantise_words(b, flip))
-    }
-
-    #[inline(always)]
-    fn quantise(
-        x: &[f32],
-        rows: usize,
-        inp: usize,
-        layout: Layout,
-        block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP]),
-    ) -> Self {
-        let Layout {
-            flip,
-            row_major,
-            padding,
-            sums,
-        } = layout;
+        let row_major = path == Path::Amx;
+        let padding = path.row_tile().max(VNNI_ROWS);
         let blocks = inp / BLOCK;
         let padded = rows.div_ceil(padding) * padding;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
         let mut total = vec![0f32; if sums { blocks * padded } else { 0 }];
-        for (r, row) in x[..rows * inp].chunks_exact(inp).enumerate() {
-            for (b, values) in row.as_chunks::<BLOCK>().0.iter().enumerate() {
-                let (scale, w) = block(values);
-                d[b * padded + r] = scale;
-                if sums {
-                    let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
-                    total[b * padded + r] = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
+        // Parts are runs of whole blocks: each block's words, scales and sums are contiguous
+        // in either layout.
+        let per_part = if rows >= PARALLEL_ROWS {
+            pool::part_size(blocks, 1, 1)
+        } else {
+            blocks.max(1)
+        };
+        let span = (per_part * padded).max(1);
+        let mut totals: Vec<&mut [f32]> = total.chunks_mut(span).collect();
+        totals.resize_with(blocks.div_ceil(per_part), Default::default);
+        let parts: Vec<_> = words
+            .chunks_mut(span * (BLOCK / STEP))
+            .zip(d.chunks_mut(span))
+            .zip(totals)
+            .collect();
+        let layout = Layout {
+            flip,
+            row_major,
+            padded,
+        };
+        let fill =
+            |part: usize, ((words, d), total): &mut ((&mut [i32], &mut [f32]), &mut [f32])| {
+                let first = part * per_part;
+                let part = Part {
+                    x: &x[..rows * inp],
+                    inp,
+                    blocks: first..(first + per_part).min(blocks),
+                    words,
+                    d,
+                    total,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    return simd
+                        .vectorize(|| part.fill(layout, |b| quantise_words_avx2(simd, b, flip)));
                 }
-                if row_major {
-                    let at = (b * padded + r) * (BLOCK / STEP);
-                    words[at..at + BLOCK / STEP].copy_from_slice(&w);
-                } else {
-                    for (s, w) in w.into_iter().enumerate() {
-                        words[(b * (BLOCK / STEP) + s) * padded + r] = w;
-                    }
-                }
-            }
+                part.fill(layout, |b| quantise_words(b, flip))
+            };
+        if parts.len() > 1 {
+            pool::for_each_part(parts, fill);
+        } else {
+            parts
+                .into_iter()
+                .enumerate()
+                .for_each(|(i, mut p)| fill(i, &mut p));
         }
         Activations {
             rows: padded,
@@ -629,15 +635,55 @@ impl Activations {
     }
 }
 
-/// How [`Activations::quantise`] stores the rows.
+/// How [`Activations::new`] stores the rows.
 #[derive(Clone, Copy)]
 struct Layout {
     flip: i32,
     row_major: bool,
-    /// Rows are padded to a multiple of this.
-    padding: usize,
-    /// Whether each block's sum is kept.
-    sums: bool,
+    /// Rows stored (the real rows, padded).
+    padded: usize,
+}
+
+/// A run of whole blocks of the activations being quantised: the input rows, and the blocks'
+/// words, scales and (where kept) sums.
+struct Part<'a> {
+    x: &'a [f32],
+    inp: usize,
+    blocks: std::ops::Range<usize>,
+    words: &'a mut [i32],
+    d: &'a mut [f32],
+    total: &'a mut [f32],
+}
+
+impl Part<'_> {
+    #[inline(always)]
+    fn fill(self, layout: Layout, block: impl Fn(&[f32; BLOCK]) -> (f32, [i32; BLOCK / STEP])) {
+        let Layout {
+            flip,
+            row_major,
+            padded,
+        } = layout;
+        for (r, row) in self.x.chunks_exact(self.inp).enumerate() {
+            let values = &row.as_chunks::<BLOCK>().0[self.blocks.clone()];
+            // `b` counts from the part's first block, as its slices do.
+            for (b, values) in values.iter().enumerate() {
+                let (scale, w) = block(values);
+                self.d[b * padded + r] = scale;
+                if !self.total.is_empty() {
+                    let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
+                    self.total[b * padded + r] = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
+                }
+                if row_major {
+                    let at = (b * padded + r) * (BLOCK / STEP);
+                    self.words[at..at + BLOCK / STEP].copy_from_slice(&w);
+                } else {
+                    for (s, w) in w.into_iter().enumerate() {
+                        self.words[(b * (BLOCK / STEP) + s) * padded + r] = w;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One block's scale and bytes (four per word, XORed with `flip`), rounding half to even.
