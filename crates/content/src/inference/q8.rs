@@ -1012,6 +1012,8 @@ mod vnni {
         _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512,
     };
 
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+
     use bytemuck::cast;
 
     use super::{BLOCK, COLS, STEP, Tile, VNNI_ROWS};
@@ -1110,6 +1112,22 @@ mod vnni {
         }
     }
 
+    /// Prefetches the block of weights `AHEAD` blocks past `block` (one group's 32-byte
+    /// steps, four cache lines). Past a group's last block that is the next group's first,
+    /// which the next call reads.
+    #[inline(always)]
+    fn ahead<T>(block: *const T) {
+        const AHEAD: usize = 4;
+        const LINE: usize = 64;
+        const BYTES: usize = BLOCK / STEP * 32;
+        let at = block.cast::<i8>().wrapping_add(AHEAD * BYTES);
+        for line in 0..BYTES / LINE {
+            // SAFETY: a prefetch is a hint: it never faults and changes no state the program
+            // can observe, whatever the address (the pointer is never dereferenced).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line * LINE)) };
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
     fn pair_rows_chains<const R: usize, const C: usize>(
         ta: &Tile,
@@ -1134,6 +1152,12 @@ mod vnni {
             .zip(acts.words.chunks_exact(STEPS * acts.rows))
             .zip(acts.d.chunks_exact(acts.rows));
         for (((((wa, wb), (da_, db_)), (ba, bb)), words), d) in blocks {
+            // The first tile of rows reads the weights from memory (later tiles find them in
+            // cache): ask for both groups' lines a few blocks ahead.
+            if first == 0 {
+                ahead(wa.as_ptr());
+                ahead(wb.as_ptr());
+            }
             let mut sums: [[__m512i; R]; C] = [[zero; R]; C];
             sums[0] = [super::join(cast(*ba), cast(*bb)); R];
             for (s, ((wa, wb), step)) in wa
