@@ -550,7 +550,7 @@ impl Activations {
     /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
     /// with `sums`, each block's sum is kept too. Runs with explicit AVX2 where the CPU has it
     /// (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows the blocks are
-    /// spread over the pool (at 16 rows, done on the calling thread alone, it was a tenth of
+    /// spread over the pool (at 16 rows, done on the calling thread alone, it was a fifth of
     /// what that thread did alone while the other cores waited).
     fn new(x: &[f32], rows: usize, inp: usize, path: Path, sums: bool) -> Self {
         const PARALLEL_ROWS: usize = 8;
