@@ -61,6 +61,15 @@ pub fn lanes(values: &[f32], init: f32, step: impl Fn(f32, f32) -> f32) -> [f32;
     acc
 }
 
+/// The largest of `values` (negative infinity for none; NaN is never the result), through
+/// eight lanes the compiler keeps in one vector.
+#[inline(always)]
+pub fn max(values: &[f32]) -> f32 {
+    lanes(values, f32::NEG_INFINITY, |m, v| if v > m { v } else { m })
+        .into_iter()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

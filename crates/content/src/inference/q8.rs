@@ -376,8 +376,7 @@ impl Q8Matrix {
         }
         pool::for_each_part(parts, |_, (i, first, cols)| {
             let m = matrices[*i];
-            let mut lanes = vec![[0f32; COLS]; size.min(m.groups - *first) * rows];
-            m.groups(path, &acts, *first, &mut lanes, rows);
+            let lanes = m.lanes(path, &acts, *first..(*first + size).min(m.groups), rows);
             scatter(&lanes, rows, cols);
         });
     }
@@ -407,11 +406,9 @@ impl Q8Matrix {
         y.resize(rows * a.out, 0.0);
         let parts = pool::column_parts(y, a.out, size * COLS);
         pool::for_each_part(parts, |j, cols| {
-            let first = j * size;
-            let n = size.min(a.groups - first) * rows;
-            let (mut la, mut lb) = (vec![[0f32; COLS]; n], vec![[0f32; COLS]; n]);
-            a.groups(path, &acts, first, &mut la, rows);
-            b.groups(path, &acts, first, &mut lb, rows);
+            let own = j * size..((j + 1) * size).min(a.groups);
+            let mut la = a.lanes(path, &acts, own.clone(), rows);
+            let lb = b.lanes(path, &acts, own, rows);
             combine(la.as_flattened_mut(), lb.as_flattened());
             scatter(&la, rows, cols);
         });
@@ -465,6 +462,19 @@ impl Q8Matrix {
         for (i, out) in out.chunks_mut(rows).enumerate() {
             kernel(path, &self.tile(acts, g, i * rows), out);
         }
+    }
+
+    /// Column groups `own` against every row, as fresh lanes (`[group][row]`).
+    fn lanes(
+        &self,
+        path: Path,
+        acts: &Activations,
+        own: std::ops::Range<usize>,
+        rows: usize,
+    ) -> Vec<[f32; COLS]> {
+        let mut lanes = vec![[0f32; COLS]; own.len() * rows];
+        self.groups(path, acts, own.start, &mut lanes, rows);
+        lanes
     }
 
     /// Consecutive column groups from `first` into `lanes` (`[group][row]`, `rows` per

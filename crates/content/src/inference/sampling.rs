@@ -2,9 +2,9 @@
 //! with a per-request random stream so a seed gives the same text whatever else is batched.
 
 use mercato_platform::random::SplitMix64;
-
-use super::math::lanes;
 use serde::{Deserialize, Serialize};
+
+use super::math::max;
 
 /// Sampling settings of one request (validated by [`Sampling::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -97,21 +97,16 @@ impl Sampling {
 /// position, instead of one pass whose every step waits on the comparison before it: this
 /// runs on the worker thread for every sequence of every step, over the whole vocabulary.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let max = lanes(logits, f32::NEG_INFINITY, |m, v| if v > m { v } else { m })
-        .into_iter()
-        .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    let max = max(logits);
     let (chunks, tail) = logits.as_chunks::<16>();
-    let at = chunks
+    let hit = chunks
         .iter()
-        .position(|c| c.iter().fold(false, |hit, &v| hit | (v == max)))
-        .map(|c| c * 16)
-        .unwrap_or(chunks.len() * 16);
-    let rest = if at < chunks.len() * 16 {
-        &chunks[at / 16][..]
-    } else {
-        tail
+        .position(|c| c.iter().fold(false, |hit, &v| hit | (v == max)));
+    let (start, rest) = match hit {
+        Some(c) => (c * 16, &chunks[c][..]),
+        None => (chunks.len() * 16, tail),
     };
-    rest.iter().position(|&v| v == max).map_or(0, |i| at + i) as u32
+    rest.iter().position(|&v| v == max).map_or(0, |i| start + i) as u32
 }
 
 /// Picks the next token from `logits` (modified in place by the penalty).
