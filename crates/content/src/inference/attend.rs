@@ -8,11 +8,49 @@
 //! place and gives the query heads that share the key head their outputs, one new token at a
 //! time over exactly the positions that token sees.
 //!
-//! Every sequence is computed alone, over exactly its own length, in a fixed order, so its
-//! numbers do not depend on which other sequences share the step (greedy output is the same
-//! alone or in a batch).
+//! The cache keeps keys in blocks of [`KEY_BLOCK`] positions, dimension-major inside a block,
+//! so one vector holds one dimension of sixteen positions: a query's scores come out sixteen
+//! at a time from one fused multiply-add per dimension, with no horizontal sums, and the query
+//! heads sharing a key head read each block once. The weighted sum of the values runs the
+//! same way across the head's dimensions.
+//!
+//! Every number is a chain of fused multiply-adds in a fixed order (per score over the
+//! dimensions, per output over the positions), so it comes out the same bit for bit with
+//! AVX-512, AVX2 or neither; and every sequence is computed alone, over exactly its own
+//! length, so its numbers do not depend on which other sequences share the step (greedy
+//! output is the same alone or in a batch).
 
-use super::math::exp;
+use std::cell::RefCell;
+
+use super::math::{has_avx512, softmax_numerators};
+
+/// Positions per block of the cached keys.
+pub const KEY_BLOCK: usize = 16;
+
+/// Where position `p`, dimension `d` of a key lies in one (slot, key head)'s blocked keys:
+/// blocks of [`KEY_BLOCK`] positions, each `[head_dim][KEY_BLOCK]`.
+#[inline]
+pub fn key_offset(p: usize, d: usize, head_dim: usize) -> usize {
+    (p / KEY_BLOCK * head_dim + d) * KEY_BLOCK + p % KEY_BLOCK
+}
+
+/// Keys `[lanes, capacity, head_dim]` (row per position) in the cache's blocked layout;
+/// `capacity` is a multiple of [`KEY_BLOCK`].
+pub fn block_keys(keys: &[f32], capacity: usize, head_dim: usize) -> Vec<f32> {
+    assert!(capacity.is_multiple_of(KEY_BLOCK) && keys.len().is_multiple_of(capacity * head_dim));
+    let mut out = vec![0f32; keys.len()];
+    for (from, to) in keys
+        .chunks_exact(capacity * head_dim)
+        .zip(out.chunks_exact_mut(capacity * head_dim))
+    {
+        for (p, key) in from.chunks_exact(head_dim).enumerate() {
+            for (d, k) in key.iter().enumerate() {
+                to[key_offset(p, d, head_dim)] = *k;
+            }
+        }
+    }
+    out
+}
 
 /// Shape of the attention: query heads, key/value heads, head width and score scale.
 #[derive(Clone, Copy)]
@@ -27,7 +65,8 @@ pub struct Heads {
 /// `[rows, tokens, heads, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
 /// first new token, whose keys and values are already in the cache: new token j sees
 /// positions `0..=pos + j`. `k` and `v` are one layer's cache, `[slots, kv_heads, capacity,
-/// head_dim]`. Returns `[rows * tokens, heads * head_dim]`.
+/// head_dim]`, the keys of each (slot, key head) blocked (see [`key_offset`]; `capacity` is a
+/// multiple of [`KEY_BLOCK`]). Returns `[rows * tokens, heads * head_dim]`.
 pub fn from_cache(
     q: &[f32],
     tokens: usize,
@@ -40,6 +79,11 @@ pub fn from_cache(
     let mut out = Vec::new();
     from_cache_into(q, tokens, seqs, (k, v), capacity, shape, &mut out);
     out
+}
+
+thread_local! {
+    /// Each pool thread's scores, kept between work items.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `from_cache` into `out` (resized; its allocation is reused and not cleared, since every
@@ -59,6 +103,10 @@ pub fn from_cache_into(
         head_dim: hd,
         ..
     } = shape;
+    assert!(
+        capacity.is_multiple_of(KEY_BLOCK),
+        "the cache holds whole key blocks"
+    );
     let rep = heads / kv_heads;
     let width = heads * hd;
     out.resize(seqs.len() * tokens * width, 0.0);
@@ -78,26 +126,28 @@ pub fn from_cache_into(
         let (row, g) = (*row, *g);
         let (slot, pos) = seqs[row];
         let base = (slot * kv_heads + g) * capacity * hd;
-        for (j, y) in outs.iter_mut().enumerate() {
-            // Token-major queries: the heads sharing key head g are adjacent.
-            let at = ((row * tokens + j) * heads + g * rep) * hd;
-            let len = pos + j + 1;
-            y.copy_from_slice(&attention(
-                &q[at..at + rep * hd],
-                &k[base..base + len * hd],
-                &v[base..base + len * hd],
-                hd,
-                shape.scale,
-            ));
-        }
+        SCORES.with_borrow_mut(|scores| {
+            for (j, y) in outs.iter_mut().enumerate() {
+                // Token-major queries: the heads sharing key head g are adjacent.
+                let at = ((row * tokens + j) * heads + g * rep) * hd;
+                let len = pos + j + 1;
+                let inputs = Inputs {
+                    queries: &q[at..at + rep * hd],
+                    keys: &k[base..base + len.next_multiple_of(KEY_BLOCK) * hd],
+                    values: &v[base..base + len * hd],
+                    head_dim: hd,
+                    scale: shape.scale,
+                };
+                attention_into(inputs, y, scores);
+            }
+        })
     });
 }
 
-/// Softmax attention of `queries` (`[q, head_dim]`) over `keys` and `values` (`[len,
-/// head_dim]` each, every query sees every key): `[q, head_dim]`. Runs with AVX where the CPU
-/// has it: the dot products with explicit AVX (the compiler left their eight lanes scalar),
-/// the rest written so the compiler vectorises it (independent lanes, no reassociation), so
-/// the result is the same bit for bit with or without.
+/// Softmax attention of `queries` (`[q, head_dim]`) over `len` positions: `keys` blocked
+/// (`[len / KEY_BLOCK rounded up][head_dim][KEY_BLOCK]`, the last block's extra positions
+/// ignored), `values` `[len, head_dim]`; every query sees every position. Returns `[q,
+/// head_dim]`.
 pub fn attention(
     queries: &[f32],
     keys: &[f32],
@@ -105,254 +155,321 @@ pub fn attention(
     head_dim: usize,
     scale: f32,
 ) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        let dot = |a: &[f32], b: &[f32]| dot_avx(simd, a, b);
-        let dot8 = |a: &[f32], b: &[f32]| dot8_avx(simd, a, b);
-        return simd
-            .vectorize(|| attention_body(queries, keys, values, head_dim, scale, dot, dot8));
-    }
-    attention_body(queries, keys, values, head_dim, scale, dot, dot8)
+    let mut out = vec![0f32; queries.len()];
+    let inputs = Inputs {
+        queries,
+        keys,
+        values,
+        head_dim,
+        scale,
+    };
+    attention_into(inputs, &mut out, &mut Vec::new());
+    out
 }
 
-#[inline(always)]
-fn attention_body(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    hd: usize,
+/// One attention call's queries, keys and values (as [`attention`] takes them).
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    queries: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    head_dim: usize,
     scale: f32,
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-    dot8: impl Fn(&[f32], &[f32]) -> [f32; 8],
-) -> Vec<f32> {
+}
+
+/// [`attention`] into `out`, with `scores` as scratch. AVX-512 (three query heads at a time)
+/// where the CPU has it, else AVX2 (one), else plain code: the same operations in the same
+/// order, so the same bits.
+fn attention_into(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+    let Inputs {
+        queries,
+        keys,
+        values,
+        head_dim: hd,
+        ..
+    } = inputs;
+    let len = values.len() / hd.max(1);
+    assert!(hd > 0 && len > 0 && values.len() == len * hd);
+    assert!(queries.len().is_multiple_of(hd) && out.len() == queries.len());
+    assert!(keys.len() >= len.next_multiple_of(KEY_BLOCK) * hd);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return avx512::attention(inputs, out, scores);
+        }
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return simd.vectorize(|| attention_body::<1>(inputs, out, scores));
+        }
+    }
+    attention_body::<1>(inputs, out, scores)
+}
+
+/// The AVX-512 path. `pulp`'s safe wrappers stop at AVX2, so this enables the features on a
+/// `#[target_feature]` function, which needs `unsafe` to call.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use super::Inputs;
+
+    pub(super) fn attention(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+        assert!(super::has_avx512());
+        // SAFETY: the features `run` enables were detected just above; it is safe code.
+        unsafe { run(inputs, out, scores) }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    fn run(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+        super::attention_body::<3>(inputs, out, scores)
+    }
+}
+
+/// Attention with `G` query heads at a time: they share each key block's and value row's
+/// loads. A last group with fewer heads repeats its last head, whose results are dropped.
+#[inline(always)]
+fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+    let Inputs {
+        queries,
+        keys,
+        values,
+        head_dim: hd,
+        scale,
+    } = inputs;
     let rep = queries.len() / hd;
-    let len = keys.len() / hd;
-    let mut scores = vec![0f32; rep * len];
-    // Eight positions at a time where the head width is whole vectors, the rest one by one;
-    // the same sums either way.
-    let blocked = if hd.is_multiple_of(8) { len / 8 * 8 } else { 0 };
-    for p in (0..blocked).step_by(8) {
-        let block = &keys[p * hd..(p + 8) * hd];
-        for j in 0..rep {
-            let sums = dot8(&queries[j * hd..(j + 1) * hd], block);
-            for (s, sum) in scores[j * len + p..j * len + p + 8].iter_mut().zip(sums) {
-                *s = sum * scale;
+    let len = values.len() / hd;
+    let blocks = len.div_ceil(KEY_BLOCK);
+    let width = blocks * KEY_BLOCK;
+    // Each head's scores, then each head's one over its softmax sum.
+    if scores.len() < rep * (width + 1) {
+        scores.resize(rep * (width + 1), 0.0);
+    }
+    let (scores, inv) = scores.split_at_mut(rep * width);
+    let keys = &keys.as_chunks::<KEY_BLOCK>().0[..blocks * hd];
+    let rows = scores.as_chunks_mut::<KEY_BLOCK>().0;
+    for first in (0..rep).step_by(G) {
+        let heads: [usize; G] = std::array::from_fn(|r| (first + r).min(rep - 1));
+        let q = heads.map(|h| &queries[h * hd..(h + 1) * hd]);
+        let mut put = |b: usize, acc: &[[f32; KEY_BLOCK]]| {
+            for (r, sums) in acc
+                .chunks_exact(acc.len() / G)
+                .enumerate()
+                .take(rep - first)
+            {
+                let at = (first + r) * blocks + b;
+                for (row, s) in rows[at..at + sums.len()].iter_mut().zip(sums) {
+                    *row = s.map(|s| s * scale);
+                }
             }
+        };
+        let mut b = 0;
+        while b + 4 <= blocks {
+            put(
+                b,
+                block_scores::<G, 4>(q, &keys[b * hd..(b + 4) * hd]).as_flattened(),
+            );
+            b += 4;
+        }
+        for b in b..blocks {
+            put(
+                b,
+                block_scores::<G, 1>(q, &keys[b * hd..(b + 1) * hd]).as_flattened(),
+            );
         }
     }
-    for p in blocked..len {
-        let key = &keys[p * hd..(p + 1) * hd];
-        for j in 0..rep {
-            scores[j * len + p] = dot(&queries[j * hd..(j + 1) * hd], key) * scale;
-        }
+    let row = |h: usize| h * width..h * width + len;
+    for (h, inv) in inv[..rep].iter_mut().enumerate() {
+        *inv = softmax_numerators(&mut scores[row(h)]);
     }
-    let mut out = vec![0f32; rep * hd];
-    for j in 0..rep {
-        let row = &mut scores[j * len..(j + 1) * len];
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-        // Exponentials in their own loop (vectorised), then the sum in order.
-        row.iter_mut().for_each(|s| *s = exp(*s - max));
-        let sum = row.iter().fold(0f32, |sum, s| sum + s);
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|w| *w *= inv);
-        let o = &mut out[j * hd..(j + 1) * hd];
+    let scores = &*scores;
+    for first in (0..rep).step_by(G) {
+        let heads: [usize; G] = std::array::from_fn(|r| (first + r).min(rep - 1));
+        let weights = heads.map(|h| &scores[row(h)]);
+        let mut put = |r: usize, sums: &[f32]| {
+            if first + r < rep {
+                let h = first + r;
+                for (o, s) in out[h * hd..(h + 1) * hd].iter_mut().zip(sums) {
+                    *o = s * inv[h];
+                }
+            }
+        };
         match hd {
-            32 => weighted_sum::<32>(row, values, o),
-            64 => weighted_sum::<64>(row, values, o),
-            128 => weighted_sum::<128>(row, values, o),
+            32 => weighted::<32, G>(weights, values.as_chunks().0)
+                .iter()
+                .enumerate()
+                .for_each(|(r, s)| put(r, s)),
+            64 => weighted::<64, G>(weights, values.as_chunks().0)
+                .iter()
+                .enumerate()
+                .for_each(|(r, s)| put(r, s)),
+            128 => weighted::<128, G>(weights, values.as_chunks().0)
+                .iter()
+                .enumerate()
+                .for_each(|(r, s)| put(r, s)),
             _ => {
-                for (weight, v) in row.iter().zip(values.chunks_exact(hd)) {
-                    for (o, v) in o.iter_mut().zip(v) {
-                        *o += weight * v;
+                for (r, w) in weights.iter().enumerate() {
+                    let mut acc = vec![0f32; hd];
+                    for (w, v) in w.iter().zip(values.chunks_exact(hd)) {
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = w.mul_add(*v, *a);
+                        }
                     }
+                    put(r, &acc);
                 }
             }
         }
     }
-    out
 }
 
-/// `o += weight * value` over the positions for a head width known at compile time, so the
-/// output stays in registers instead of being loaded and stored once per position; the same
-/// operations in the same order as the general loop.
+/// Scores of `G` queries against `N` key blocks: per query and position, a chain of fused
+/// multiply-adds over the dimensions. `G * N` independent vectors of sums.
 #[inline(always)]
-fn weighted_sum<const HD: usize>(weights: &[f32], values: &[f32], o: &mut [f32]) {
-    let mut acc = [0f32; HD];
-    for (weight, v) in weights.iter().zip(values.as_chunks::<HD>().0) {
-        for i in 0..HD {
-            acc[i] += weight * v[i];
+fn block_scores<const G: usize, const N: usize>(
+    q: [&[f32]; G],
+    keys: &[[f32; KEY_BLOCK]],
+) -> [[[f32; KEY_BLOCK]; N]; G] {
+    let hd = keys.len() / N;
+    let blocks: [&[[f32; KEY_BLOCK]]; N] = std::array::from_fn(|n| &keys[n * hd..(n + 1) * hd]);
+    let q = q.map(|q| &q[..hd]);
+    let mut acc = [[[0f32; KEY_BLOCK]; N]; G];
+    for d in 0..hd {
+        for n in 0..N {
+            let k = &blocks[n][d];
+            for r in 0..G {
+                let x = q[r][d];
+                for i in 0..KEY_BLOCK {
+                    acc[r][n][i] = x.mul_add(k[i], acc[r][n][i]);
+                }
+            }
         }
     }
-    o.copy_from_slice(&acc);
+    acc
 }
 
-/// Dot product in eight lanes (separate multiply and add), summed in a fixed order.
+/// `G` weighted sums of the value rows (head width `HD`, known at compile time so the sums
+/// stay in registers): per output, a chain of fused multiply-adds over the positions.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, a_tail) = a.as_chunks::<8>();
-    let (b8, b_tail) = b[..a.len()].as_chunks::<8>();
-    for (ca, cb) in a8.iter().zip(b8) {
-        for i in 0..8 {
-            lanes[i] += ca[i] * cb[i];
+fn weighted<const HD: usize, const G: usize>(
+    weights: [&[f32]; G],
+    values: &[[f32; HD]],
+) -> [[f32; HD]; G] {
+    let weights = weights.map(|w| &w[..values.len()]);
+    let mut acc = [[0f32; HD]; G];
+    for (p, v) in values.iter().enumerate() {
+        for r in 0..G {
+            let w = weights[r][p];
+            for i in 0..HD {
+                acc[r][i] = w.mul_add(v[i], acc[r][i]);
+            }
         }
     }
-    reduce(lanes, a_tail, b_tail)
-}
-
-/// `dot` with the eight lanes in one AVX register (the compiler left them scalar): the same
-/// operations on each lane, so the same bits.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn dot_avx(simd: pulp::x86::V3, a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::__m256;
-    let mut lanes = simd.avx._mm256_setzero_ps();
-    let (a8, a_tail) = a.as_chunks::<8>();
-    let (b8, b_tail) = b[..a.len()].as_chunks::<8>();
-    for (ca, cb) in a8.iter().zip(b8) {
-        let (x, y): (__m256, __m256) = (bytemuck::cast(*ca), bytemuck::cast(*cb));
-        lanes = simd.avx._mm256_add_ps(lanes, simd.avx._mm256_mul_ps(x, y));
-    }
-    reduce(bytemuck::cast(lanes), a_tail, b_tail)
-}
-
-/// `dot` of one query with eight keys (`[8, head_dim]`).
-#[inline(always)]
-fn dot8(q: &[f32], keys: &[f32]) -> [f32; 8] {
-    let hd = q.len();
-    std::array::from_fn(|t| dot(q, &keys[t * hd..(t + 1) * hd]))
-}
-
-/// `dot8` with AVX: the eight keys' lanes summed as in `dot_avx`, then the eight horizontal
-/// sums at once, pairing the lanes in `reduce`'s order ((0+4)+(1+5))+((2+6)+(3+7)), so the
-/// same bits. The head width is a multiple of eight (no tails).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn dot8_avx(simd: pulp::x86::V3, q: &[f32], keys: &[f32]) -> [f32; 8] {
-    use std::arch::x86_64::{__m128, __m256, __m256i};
-    let per = q.len() / 8;
-    let (q8, _) = q.as_chunks::<8>();
-    let (k8, _) = keys[..8 * per * 8].as_chunks::<8>();
-    let mut acc = [simd.avx._mm256_setzero_ps(); 8];
-    for (c, qc) in q8.iter().enumerate() {
-        let x: __m256 = bytemuck::cast(*qc);
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let y: __m256 = bytemuck::cast(k8[t * per + c]);
-            *acc = simd.avx._mm256_add_ps(*acc, simd.avx._mm256_mul_ps(x, y));
-        }
-    }
-    // Per key: lanes (0+4, 1+5, 2+6, 3+7).
-    let half: [__m128; 8] = acc.map(|a| {
-        let (lo, hi) = (
-            simd.avx._mm256_castps256_ps128(a),
-            simd.avx._mm256_extractf128_ps::<1>(a),
-        );
-        simd.sse._mm_add_ps(lo, hi)
-    });
-    let pair = |lo: __m128, hi: __m128| simd.avx._mm256_set_m128(hi, lo);
-    // Per key: (0+4)+(1+5) and (2+6)+(3+7), keys 0 and 2 in the low half, 1 and 3 in the
-    // high half (and 4-7 likewise); then their sums, keys in the order 0 2 4 6 1 3 5 7.
-    let low = simd
-        .avx
-        ._mm256_hadd_ps(pair(half[0], half[1]), pair(half[2], half[3]));
-    let high = simd
-        .avx
-        ._mm256_hadd_ps(pair(half[4], half[5]), pair(half[6], half[7]));
-    let sums = simd.avx._mm256_hadd_ps(low, high);
-    let order: __m256i = bytemuck::cast([0i32, 4, 1, 5, 2, 6, 3, 7]);
-    bytemuck::cast(simd.avx2._mm256_permutevar8x32_ps(sums, order))
-}
-
-#[inline(always)]
-fn reduce(lanes: [f32; 8], a_tail: &[f32], b_tail: &[f32]) -> f32 {
-    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        sum += x * y;
-    }
-    sum
+    acc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn matches_softmax_attention_written_out() {
-        let (slots, kvh, cap, hd, heads) = (3, 2, 8, 12, 4);
-        let mut rng = mercato_platform::random::SplitMix64::new(7);
-        let mut draw =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
-        let k = draw(slots * kvh * cap * hd);
-        let v = draw(slots * kvh * cap * hd);
-        let q = draw(2 * heads * hd);
-        let seqs = [(2, 4), (0, 7)];
-        let shape = Heads {
-            heads,
-            kv_heads: kvh,
-            head_dim: hd,
-            scale: 0.3,
-        };
-        let got = from_cache(&q, 1, &seqs, &k, &v, cap, shape);
-        // A reused buffer (longer, holding NaN) gets every value written.
-        let mut reused = vec![f32::NAN; got.len() + 9];
-        from_cache_into(&q, 1, &seqs, (&k, &v), cap, shape, &mut reused);
-        assert_eq!(reused, got);
-        for (row, &(slot, pos)) in seqs.iter().enumerate() {
-            let len = pos + 1;
-            for h in 0..heads {
-                let g = h / (heads / kvh);
-                let at = |t: &[f32], p: usize, d: usize| t[((slot * kvh + g) * cap + p) * hd + d];
-                let qh = &q[(row * heads + h) * hd..(row * heads + h + 1) * hd];
-                let s: Vec<f64> = (0..len)
-                    .map(|p| (0..hd).map(|d| (qh[d] * at(&k, p, d)) as f64).sum::<f64>() * 0.3)
-                    .collect();
-                let max = s.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
-                let total: f64 = e.iter().sum();
-                for d in 0..hd {
-                    let want: f64 = (0..len).map(|p| e[p] / total * at(&v, p, d) as f64).sum();
-                    let have = got[(row * heads + h) * hd + d] as f64;
-                    assert!((want - have).abs() < 1e-5, "row {row} head {h} dim {d}");
-                }
-            }
-        }
-        // A row's numbers are the same alone as beside another.
-        let alone = from_cache(&q[heads * hd..], 1, &seqs[1..], &k, &v, cap, shape);
-        assert_eq!(alone, got[heads * hd..]);
+    fn draw(rng: &mut mercato_platform::random::SplitMix64, n: usize, spread: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| (rng.next_f64() as f32 - 0.5) * spread)
+            .collect()
     }
 
     #[test]
-    fn the_vector_path_gives_the_scalar_bits() {
+    fn matches_softmax_attention_written_out() {
+        let mut rng = mercato_platform::random::SplitMix64::new(7);
+        // Head widths of the fixed-width and general paths; two, three and four query heads
+        // per key head (whole and partial groups of three); lengths within one block and
+        // across several.
+        for (hd, heads, kvh) in [(12, 4, 2), (64, 9, 3), (32, 8, 2)] {
+            let (slots, cap) = (3, 48);
+            let k = draw(&mut rng, slots * kvh * cap * hd, 1.0);
+            let v = draw(&mut rng, slots * kvh * cap * hd, 1.0);
+            let q = draw(&mut rng, 2 * heads * hd, 1.0);
+            let seqs = [(2, 4), (0, 37)];
+            let shape = Heads {
+                heads,
+                kv_heads: kvh,
+                head_dim: hd,
+                scale: 0.3,
+            };
+            let blocked = block_keys(&k, cap, hd);
+            let got = from_cache(&q, 1, &seqs, &blocked, &v, cap, shape);
+            // A reused buffer (longer, holding NaN) gets every value written.
+            let mut reused = vec![f32::NAN; got.len() + 9];
+            from_cache_into(&q, 1, &seqs, (&blocked, &v), cap, shape, &mut reused);
+            assert_eq!(reused, got);
+            for (row, &(slot, pos)) in seqs.iter().enumerate() {
+                let len = pos + 1;
+                for h in 0..heads {
+                    let g = h / (heads / kvh);
+                    let at =
+                        |t: &[f32], p: usize, d: usize| t[((slot * kvh + g) * cap + p) * hd + d];
+                    let qh = &q[(row * heads + h) * hd..(row * heads + h + 1) * hd];
+                    let s: Vec<f64> = (0..len)
+                        .map(|p| (0..hd).map(|d| (qh[d] * at(&k, p, d)) as f64).sum::<f64>() * 0.3)
+                        .collect();
+                    let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..len).map(|p| e[p] / total * at(&v, p, d) as f64).sum();
+                        let have = got[(row * heads + h) * hd + d] as f64;
+                        assert!(
+                            (want - have).abs() < 1e-5,
+                            "hd {hd} row {row} head {h} dim {d}"
+                        );
+                    }
+                }
+            }
+            // A row's numbers are the same alone as beside another.
+            let alone = from_cache(&q[heads * hd..], 1, &seqs[1..], &blocked, &v, cap, shape);
+            assert_eq!(alone, got[heads * hd..]);
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_plain_codes_bits() {
         let mut rng = mercato_platform::random::SplitMix64::new(5);
-        let mut draw =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 6.0 - 3.0).collect() };
-        // Head widths of whole vectors (blocks of eight positions) and not; lengths around
-        // the blocks.
-        for (hd, rep) in [(64, 3), (32, 1), (12, 2)] {
-            for len in [1, 7, 8, 9, 16, 23, 40] {
-                let (q, k, v) = (draw(rep * hd), draw(len * hd), draw(len * hd));
-                let scalar = attention_body(&q, &k, &v, hd, 0.125, dot, dot8);
-                assert_eq!(
-                    attention(&q, &k, &v, hd, 0.125),
-                    scalar,
-                    "hd {hd} len {len}"
-                );
+        // Head widths of the fixed-width and general paths; lengths around the blocks; one to
+        // four query heads (groups of three whole and partial).
+        for (hd, rep) in [(64, 3), (32, 1), (12, 2), (128, 4)] {
+            for len in [1usize, 7, 15, 16, 17, 40, 64, 71] {
+                let cap = len.next_multiple_of(KEY_BLOCK);
+                let q = draw(&mut rng, rep * hd, 6.0);
+                let k = block_keys(&draw(&mut rng, cap * hd, 6.0), cap, hd);
+                let v = draw(&mut rng, len * hd, 6.0);
+                let plain = |group: usize| {
+                    let mut out = vec![f32::NAN; rep * hd];
+                    let mut scores = vec![f32::NAN; 3];
+                    let inputs = Inputs {
+                        queries: &q,
+                        keys: &k,
+                        values: &v,
+                        head_dim: hd,
+                        scale: 0.125,
+                    };
+                    match group {
+                        1 => attention_body::<1>(inputs, &mut out, &mut scores),
+                        _ => attention_body::<3>(inputs, &mut out, &mut scores),
+                    }
+                    out
+                };
+                let one = plain(1);
+                assert_eq!(plain(3), one, "groups of three, hd {hd} len {len}");
+                assert_eq!(attention(&q, &k, &v, hd, 0.125), one, "hd {hd} len {len}");
             }
         }
     }
 
     #[test]
     fn new_tokens_of_a_chunk_see_exactly_the_positions_before_them() {
-        let (slots, kvh, cap, hd, heads, tokens) = (2, 2, 10, 8, 4, 3);
+        let (slots, kvh, cap, hd, heads, tokens) = (2, 2, 32, 8, 4, 3);
         let mut rng = mercato_platform::random::SplitMix64::new(11);
-        let mut draw =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
-        let keys = draw(slots * kvh * cap * hd);
-        let values = draw(slots * kvh * cap * hd);
-        // `[rows, tokens, heads, hd]`: two rows of three new tokens.
-        let q = draw(2 * heads * tokens * hd);
-        let seqs = [(1, 4), (0, 2)];
+        let keys = block_keys(&draw(&mut rng, slots * kvh * cap * hd, 1.0), cap, hd);
+        let values = draw(&mut rng, slots * kvh * cap * hd, 1.0);
+        // `[rows, tokens, heads, hd]`: two rows of three new tokens, one crossing a block.
+        let q = draw(&mut rng, 2 * heads * tokens * hd, 1.0);
+        let seqs = [(1, 4), (0, 14)];
         let shape = Heads {
             heads,
             kv_heads: kvh,
@@ -366,9 +483,21 @@ mod tests {
                 let at = (row * tokens + j) * heads * hd;
                 let one = &q[at..at + heads * hd];
                 let single = from_cache(one, 1, &[(slot, pos + j)], &keys, &values, cap, shape);
-                let at = (row * tokens + j) * heads * hd;
                 assert_eq!(chunk[at..at + heads * hd], single, "row {row} token {j}");
             }
         }
+    }
+
+    #[test]
+    fn blocked_keys_put_each_value_once() {
+        let (cap, hd) = (32, 5);
+        let keys: Vec<f32> = (0..2 * cap * hd).map(|i| i as f32).collect();
+        let mut seen = block_keys(&keys, cap, hd);
+        seen.sort_by(f32::total_cmp);
+        assert_eq!(seen, keys);
+        // Position 17, dimension 3 of the second lane: block 1, row 3, column 1.
+        let blocked = block_keys(&keys, cap, hd);
+        let at = cap * hd + (hd + 3) * KEY_BLOCK + 1;
+        assert_eq!(blocked[at], keys[(cap + 17) * hd + 3]);
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::engine::SubmitError;
 use super::gemm::Dense;
-use super::math::{erf, exp, lanes, max};
+use super::math::{erf, exp, softmax_numerators};
 use super::pool;
 
 /// Texts embedded per forward pass at most.
@@ -425,9 +425,7 @@ impl Text<'_> {
                     *scores = acc.map(|a| a.map(|s| s * self.scale));
                 }
                 let scores = &mut scores.as_flattened_mut()[..len];
-                let max = max(scores);
-                scores.iter_mut().for_each(|s| *s = exp(*s - max));
-                let inv = 1.0 / lanes(scores, 0.0, |a, s| a + s).iter().sum::<f32>();
+                let inv = softmax_numerators(scores);
                 let o = &mut out[i * h + head * hd..i * h + (head + 1) * hd];
                 // 32 output dimensions at a time (four independent sums) over the value rows.
                 let (whole, tail) = o.as_chunks_mut::<32>();

@@ -20,6 +20,7 @@
 use bytemuck::cast;
 
 use super::aligned::Aligned;
+use super::math::has_avx512;
 use super::pool;
 
 /// Output columns per panel (two 256-bit vectors).
@@ -161,16 +162,6 @@ impl Dense {
             }
         }
     }
-}
-
-/// Whether the CPU has the AVX-512 path.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 fn kernel_scalar(panel: &[[f32; NR]], bias: &[f32; NR], x: &[f32], out: &mut [[f32; NR]]) {

@@ -70,6 +70,25 @@ pub fn max(values: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
+/// Softmax numerators in place: each score becomes e^(score - the largest); returns one over
+/// their sum (summed in eight lanes), by which the caller scales what the weights produce.
+#[inline(always)]
+pub fn softmax_numerators(scores: &mut [f32]) -> f32 {
+    let max = max(scores);
+    scores.iter_mut().for_each(|s| *s = exp(*s - max));
+    1.0 / lanes(scores, 0.0, |a, s| a + s).iter().sum::<f32>()
+}
+
+/// Whether the CPU has AVX-512 (foundation) and FMA, for the kernels written with them.
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -15,7 +15,8 @@
 //! checks the two agree.
 //!
 //! Layout: the cache of each layer is `[slots, kv_heads, capacity, head_dim]` for keys and for
-//! values (vectors on the CPU, tensors elsewhere). Active sequences occupy consecutive slots
+//! values (vectors on the CPU, tensors elsewhere; on the CPU each (slot, key head)'s keys are
+//! blocks of 16 positions, dimension-major inside a block, see `attend`). Active sequences occupy consecutive slots
 //! (the engine compacts them as sequences leave). The tensor pass reads `narrow` views of it
 //! without copying, and runs grouped-query attention without repeating the keys: the query
 //! heads that share a key head are folded into the row dimension of one matmul.
@@ -811,8 +812,9 @@ fn rotary_tables(
 }
 
 /// The KV cache: per layer, keys and values of every slot, `[slots, kv_heads, capacity,
-/// head_dim]`. On the CPU plain vectors, which the forward pass writes with one copy per row
-/// and head and attention reads in place; elsewhere device tensors. Capacity grows (doubling,
+/// head_dim]` (on the CPU with the keys blocked, see `attend::key_offset`). On the CPU plain
+/// vectors, which the forward pass writes and attention reads in place; elsewhere device
+/// tensors. Capacity grows (doubling,
 /// up to the model's context) as sequences grow.
 pub struct Cache {
     store: Store,
@@ -832,6 +834,12 @@ enum Store {
 
 const INITIAL_CAPACITY: usize = 256;
 
+/// `positions` rounded up to whole key blocks: the CPU cache's keys are kept in blocks
+/// (`attend::key_offset`), so every capacity is a multiple of the block.
+fn whole_blocks(positions: usize) -> usize {
+    positions.next_multiple_of(attend::KEY_BLOCK)
+}
+
 impl Cache {
     /// `tensors` chooses device tensors (and so the tensor forward pass) over CPU vectors.
     fn new(
@@ -841,7 +849,7 @@ impl Cache {
         device: &Device,
         tensors: bool,
     ) -> candle_core::Result<Self> {
-        let capacity = INITIAL_CAPACITY.min(max_context);
+        let capacity = whole_blocks(INITIAL_CAPACITY.min(max_context));
         let mut cache = Cache {
             store: Store::Cpu {
                 k: Vec::new(),
@@ -913,7 +921,7 @@ impl Cache {
         while capacity < len {
             capacity *= 2;
         }
-        self.resize(capacity.min(self.max_context))
+        self.resize(whole_blocks(capacity.min(self.max_context)))
     }
 
     fn resize(&mut self, capacity: usize) -> candle_core::Result<()> {
@@ -947,7 +955,7 @@ impl Cache {
 
     /// Returns the cache to its initial size (called when no sequence is active).
     pub fn shrink(&mut self) -> candle_core::Result<()> {
-        let initial = INITIAL_CAPACITY.min(self.max_context);
+        let initial = whole_blocks(INITIAL_CAPACITY.min(self.max_context));
         if self.capacity > initial {
             self.resize(initial)?;
         }
@@ -963,10 +971,12 @@ impl Cache {
         let (cap, hd, kvh) = (self.capacity, self.head_dim, self.kv_heads);
         match &mut self.store {
             Store::Cpu { k, v } => {
+                // Whole key blocks (the capacity is whole blocks, so they fit).
+                let span = whole_blocks(len) * hd;
                 for t in k.iter_mut().chain(v.iter_mut()) {
                     for g in 0..kvh {
                         let src = (from * kvh + g) * cap * hd;
-                        t.copy_within(src..src + len * hd, (to * kvh + g) * cap * hd);
+                        t.copy_within(src..src + span, (to * kvh + g) * cap * hd);
                     }
                 }
             }
@@ -994,14 +1004,20 @@ impl Cache {
         let Store::Cpu { k, v } = &mut self.store else {
             candle_core::bail!("the cache is not a CPU cache")
         };
-        for (cache, new) in [(&mut k[l], keys), (&mut v[l], values)] {
-            for (i, r) in rows.iter().enumerate() {
-                for j in 0..tokens {
-                    let token = &new[(i * tokens + j) * kvh * hd..][..kvh * hd];
-                    for (g, head) in token.chunks_exact(hd).enumerate() {
-                        cache[((r.slot * kvh + g) * cap + r.pos + j) * hd..][..hd]
-                            .copy_from_slice(head);
+        for (i, r) in rows.iter().enumerate() {
+            for j in 0..tokens {
+                let at = (i * tokens + j) * kvh * hd;
+                let new = keys[at..at + kvh * hd].chunks_exact(hd);
+                let p = r.pos + j;
+                for (g, (key, value)) in new
+                    .zip(values[at..at + kvh * hd].chunks_exact(hd))
+                    .enumerate()
+                {
+                    let lane = (r.slot * kvh + g) * cap * hd;
+                    for (d, x) in key.iter().enumerate() {
+                        k[l][lane + attend::key_offset(p, d, hd)] = *x;
                     }
+                    v[l][lane + p * hd..][..hd].copy_from_slice(value);
                 }
             }
         }
