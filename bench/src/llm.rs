@@ -206,13 +206,11 @@ fn print_kernel() -> anyhow::Result<()> {
     q8::use_amx(true);
     // Decode attention of the model's shape (9 query heads over 3 key heads of 64) for 16
     // sequences at 100 cached positions, one layer.
-    use mercato_content::inference::attend::{Heads, from_cache};
+    use mercato_content::inference::attend::{Heads, from_cache, narrow};
     let (seqs, kvh, cap, hd) = (16, 3, 128, 64);
-    let (k, v, q) = (
-        values(seqs * kvh * cap * hd),
-        values(seqs * kvh * cap * hd),
-        values(seqs * 9 * hd),
-    );
+    let q = values(seqs * 9 * hd);
+    let mut cached = |n: usize| -> Vec<u16> { values(n).into_iter().map(narrow).collect() };
+    let (k, v) = (cached(seqs * kvh * cap * hd), cached(seqs * kvh * cap * hd));
     let rows: Vec<(usize, usize)> = (0..seqs).map(|s| (s, 99)).collect();
     let shape = Heads {
         heads: 9,

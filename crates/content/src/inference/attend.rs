@@ -14,6 +14,11 @@
 //! heads sharing a key head read each block once. The weighted sum of the values runs the
 //! same way across the head's dimensions.
 //!
+//! Keys and values are cached in half precision (IEEE f16, rounded to nearest even, as
+//! llama.cpp caches them by default): attention reads every cached position of every sequence
+//! in every layer, and at 16 sequences of ~100 positions those reads, not the arithmetic, were
+//! most of its time. Widening is exact, so the arithmetic below is on f32 as before.
+//!
 //! Every number is a chain of fused multiply-adds in a fixed order (per score over the
 //! dimensions, per output over the positions), so it comes out the same bit for bit with
 //! AVX-512, AVX2 or neither; and every sequence is computed alone, over exactly its own
@@ -27,6 +32,30 @@ use super::math::{has_avx512, softmax_numerators};
 /// Positions per block of the cached keys.
 pub const KEY_BLOCK: usize = 16;
 
+/// A value as the cache keeps it: half precision, rounded to nearest even (beyond its range,
+/// infinite).
+#[inline]
+pub fn narrow(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// A cached value as f32, exactly, in plain operations the compiler vectorises (no table, no
+/// branch): the magnitude's bits shifted into an f32 and scaled by 2^112 rebias the exponent
+/// and also place subnormals exactly; infinities and NaN keep an all-ones exponent.
+#[inline(always)]
+pub fn widen(x: u16) -> f32 {
+    let magnitude = (x & 0x7fff) as u32;
+    let sign = ((x & 0x8000) as u32) << 16;
+    let scaled = f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000);
+    let special = (magnitude << 13) | 0x7f80_0000;
+    let bits = if magnitude >= 0x7c00 {
+        special
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | sign)
+}
+
 /// Where position `p`, dimension `d` of a key lies in one (slot, key head)'s blocked keys:
 /// blocks of [`KEY_BLOCK`] positions, each `[head_dim][KEY_BLOCK]`.
 #[inline]
@@ -34,18 +63,18 @@ pub fn key_offset(p: usize, d: usize, head_dim: usize) -> usize {
     (p / KEY_BLOCK * head_dim + d) * KEY_BLOCK + p % KEY_BLOCK
 }
 
-/// Keys `[lanes, capacity, head_dim]` (row per position) in the cache's blocked layout;
-/// `capacity` is a multiple of [`KEY_BLOCK`].
-pub fn block_keys(keys: &[f32], capacity: usize, head_dim: usize) -> Vec<f32> {
+/// Keys `[lanes, capacity, head_dim]` (row per position) as the cache keeps them: narrowed,
+/// in the blocked layout; `capacity` is a multiple of [`KEY_BLOCK`].
+pub fn block_keys(keys: &[f32], capacity: usize, head_dim: usize) -> Vec<u16> {
     assert!(capacity.is_multiple_of(KEY_BLOCK) && keys.len().is_multiple_of(capacity * head_dim));
-    let mut out = vec![0f32; keys.len()];
+    let mut out = vec![0u16; keys.len()];
     for (from, to) in keys
         .chunks_exact(capacity * head_dim)
         .zip(out.chunks_exact_mut(capacity * head_dim))
     {
         for (p, key) in from.chunks_exact(head_dim).enumerate() {
             for (d, k) in key.iter().enumerate() {
-                to[key_offset(p, d, head_dim)] = *k;
+                to[key_offset(p, d, head_dim)] = narrow(*k);
             }
         }
     }
@@ -65,14 +94,14 @@ pub struct Heads {
 /// `[rows, tokens, heads, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
 /// first new token, whose keys and values are already in the cache: new token j sees
 /// positions `0..=pos + j`. `k` and `v` are one layer's cache, `[slots, kv_heads, capacity,
-/// head_dim]`, the keys of each (slot, key head) blocked (see [`key_offset`]; `capacity` is a
-/// multiple of [`KEY_BLOCK`]). Returns `[rows * tokens, heads * head_dim]`.
+/// head_dim]`, narrowed, the keys of each (slot, key head) blocked (see [`key_offset`];
+/// `capacity` is a multiple of [`KEY_BLOCK`]). Returns `[rows * tokens, heads * head_dim]`.
 pub fn from_cache(
     q: &[f32],
     tokens: usize,
     seqs: &[(usize, usize)],
-    k: &[f32],
-    v: &[f32],
+    k: &[u16],
+    v: &[u16],
     capacity: usize,
     shape: Heads,
 ) -> Vec<f32> {
@@ -92,7 +121,7 @@ pub fn from_cache_into(
     q: &[f32],
     tokens: usize,
     seqs: &[(usize, usize)],
-    (k, v): (&[f32], &[f32]),
+    (k, v): (&[u16], &[u16]),
     capacity: usize,
     shape: Heads,
     out: &mut Vec<f32>,
@@ -144,14 +173,14 @@ pub fn from_cache_into(
     });
 }
 
-/// Softmax attention of `queries` (`[q, head_dim]`) over `len` positions: `keys` blocked
-/// (`[len / KEY_BLOCK rounded up][head_dim][KEY_BLOCK]`, the last block's extra positions
-/// ignored), `values` `[len, head_dim]`; every query sees every position. Returns `[q,
-/// head_dim]`.
+/// Softmax attention of `queries` (`[q, head_dim]`) over `len` positions, keys and values
+/// narrowed: `keys` blocked (`[len / KEY_BLOCK rounded up][head_dim][KEY_BLOCK]`, the last
+/// block's extra positions ignored), `values` `[len, head_dim]`; every query sees every
+/// position. Returns `[q, head_dim]`.
 pub fn attention(
     queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     head_dim: usize,
     scale: f32,
 ) -> Vec<f32> {
@@ -171,15 +200,15 @@ pub fn attention(
 #[derive(Clone, Copy)]
 struct Inputs<'a> {
     queries: &'a [f32],
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: &'a [u16],
+    values: &'a [u16],
     head_dim: usize,
     scale: f32,
 }
 
 /// [`attention`] into `out`, with `scores` as scratch. AVX-512 (three query heads at a time)
-/// where the CPU has it, else AVX2 (one), else plain code: the same operations in the same
-/// order, so the same bits.
+/// where the CPU has it, else AVX2 with F16C (one), else plain code: the same operations in
+/// the same order, so the same bits.
 fn attention_into(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
     let Inputs {
         queries,
@@ -195,38 +224,82 @@ fn attention_into(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
-            return avx512::attention(inputs, out, scores);
+            return x86::avx512(inputs, out, scores);
         }
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| attention_body::<1>(inputs, out, scores));
+        if x86::has_avx2() {
+            return x86::avx2(inputs, out, scores);
         }
     }
-    attention_body::<1>(inputs, out, scores)
+    attention_body::<1>(inputs, out, scores, plain_widen16)
 }
 
-/// The AVX-512 path. `pulp`'s safe wrappers stop at AVX2, so this enables the features on a
-/// `#[target_feature]` function, which needs `unsafe` to call.
+/// Sixteen cached values widened one by one.
+#[inline(always)]
+fn plain_widen16(v: &[u16; 16]) -> [f32; 16] {
+    std::array::from_fn(|i| widen(v[i]))
+}
+
+/// The vector paths: `#[target_feature]` functions (`pulp`'s safe wrappers stop at AVX2 and
+/// have no F16C), which need `unsafe` to call, widening with the CPU's half-precision
+/// conversion (exact, so the same values as `widen`).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx512 {
-    use super::Inputs;
+mod x86 {
+    use std::arch::x86_64::{__m256i, _mm256_cvtph_ps, _mm512_cvtph_ps, _mm512_storeu_ps};
 
-    pub(super) fn attention(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+    use super::{Inputs, attention_body};
+
+    /// Whether the CPU has the AVX2 path's features.
+    pub(super) fn has_avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+
+    pub(super) fn avx512(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
         assert!(super::has_avx512());
-        // SAFETY: the features `run` enables were detected just above; it is safe code.
-        unsafe { run(inputs, out, scores) }
+        // SAFETY: the features `run_avx512` enables were detected just above.
+        unsafe { run_avx512(inputs, out, scores) }
+    }
+
+    pub(super) fn avx2(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+        assert!(has_avx2());
+        // SAFETY: the features `run_avx2` enables were detected just above.
+        unsafe { run_avx2(inputs, out, scores) }
     }
 
     #[target_feature(enable = "avx512f,fma")]
-    fn run(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
-        super::attention_body::<3>(inputs, out, scores)
+    fn run_avx512(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+        // The closure inherits the function's features.
+        let widen16 = |v: &[u16; 16]| -> [f32; 16] {
+            let mut wide = [0f32; 16];
+            let sixteen = _mm512_cvtph_ps(bytemuck::cast::<[u16; 16], __m256i>(*v));
+            // SAFETY: `wide` has room for the sixteen values stored.
+            unsafe { _mm512_storeu_ps(wide.as_mut_ptr(), sixteen) };
+            wide
+        };
+        attention_body::<3>(inputs, out, scores, widen16)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn run_avx2(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+        let widen16 = |v: &[u16; 16]| -> [f32; 16] {
+            let halves: [std::arch::x86_64::__m128i; 2] = bytemuck::cast(*v);
+            bytemuck::cast(halves.map(|h| _mm256_cvtph_ps(h)))
+        };
+        attention_body::<1>(inputs, out, scores, widen16)
     }
 }
 
 /// Attention with `G` query heads at a time: they share each key block's and value row's
 /// loads. A last group with fewer heads repeats its last head, whose results are dropped.
 #[inline(always)]
-fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &mut Vec<f32>) {
+fn attention_body<const G: usize>(
+    inputs: Inputs<'_>,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+    widen16: impl Fn(&[u16; 16]) -> [f32; 16] + Copy,
+) {
     let Inputs {
         queries,
         keys,
@@ -264,14 +337,14 @@ fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &
         while b + 4 <= blocks {
             put(
                 b,
-                block_scores::<G, 4>(q, &keys[b * hd..(b + 4) * hd]).as_flattened(),
+                block_scores::<G, 4>(q, &keys[b * hd..(b + 4) * hd], widen16).as_flattened(),
             );
             b += 4;
         }
         for b in b..blocks {
             put(
                 b,
-                block_scores::<G, 1>(q, &keys[b * hd..(b + 1) * hd]).as_flattened(),
+                block_scores::<G, 1>(q, &keys[b * hd..(b + 1) * hd], widen16).as_flattened(),
             );
         }
     }
@@ -292,15 +365,15 @@ fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &
             }
         };
         match hd {
-            32 => weighted::<32, G>(weights, values.as_chunks().0)
+            32 => weighted::<32, G>(weights, values.as_chunks().0, widen16)
                 .iter()
                 .enumerate()
                 .for_each(|(r, s)| put(r, s)),
-            64 => weighted::<64, G>(weights, values.as_chunks().0)
+            64 => weighted::<64, G>(weights, values.as_chunks().0, widen16)
                 .iter()
                 .enumerate()
                 .for_each(|(r, s)| put(r, s)),
-            128 => weighted::<128, G>(weights, values.as_chunks().0)
+            128 => weighted::<128, G>(weights, values.as_chunks().0, widen16)
                 .iter()
                 .enumerate()
                 .for_each(|(r, s)| put(r, s)),
@@ -309,7 +382,7 @@ fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &
                     let mut acc = vec![0f32; hd];
                     for (w, v) in w.iter().zip(values.chunks_exact(hd)) {
                         for (a, v) in acc.iter_mut().zip(v) {
-                            *a = w.mul_add(*v, *a);
+                            *a = w.mul_add(widen(*v), *a);
                         }
                     }
                     put(r, &acc);
@@ -324,15 +397,16 @@ fn attention_body<const G: usize>(inputs: Inputs<'_>, out: &mut [f32], scores: &
 #[inline(always)]
 fn block_scores<const G: usize, const N: usize>(
     q: [&[f32]; G],
-    keys: &[[f32; KEY_BLOCK]],
+    keys: &[[u16; KEY_BLOCK]],
+    widen16: impl Fn(&[u16; 16]) -> [f32; 16],
 ) -> [[[f32; KEY_BLOCK]; N]; G] {
     let hd = keys.len() / N;
-    let blocks: [&[[f32; KEY_BLOCK]]; N] = std::array::from_fn(|n| &keys[n * hd..(n + 1) * hd]);
+    let blocks: [&[[u16; KEY_BLOCK]]; N] = std::array::from_fn(|n| &keys[n * hd..(n + 1) * hd]);
     let q = q.map(|q| &q[..hd]);
     let mut acc = [[[0f32; KEY_BLOCK]; N]; G];
     for d in 0..hd {
         for n in 0..N {
-            let k = &blocks[n][d];
+            let k = widen16(&blocks[n][d]);
             for r in 0..G {
                 let x = q[r][d];
                 for i in 0..KEY_BLOCK {
@@ -344,16 +418,28 @@ fn block_scores<const G: usize, const N: usize>(
     acc
 }
 
-/// `G` weighted sums of the value rows (head width `HD`, known at compile time so the sums
-/// stay in registers): per output, a chain of fused multiply-adds over the positions.
+/// `G` weighted sums of the value rows (head width `HD`, a multiple of 16 known at compile
+/// time so the sums stay in registers): per output, a chain of fused multiply-adds over the
+/// positions.
 #[inline(always)]
 fn weighted<const HD: usize, const G: usize>(
     weights: [&[f32]; G],
-    values: &[[f32; HD]],
+    values: &[[u16; HD]],
+    widen16: impl Fn(&[u16; 16]) -> [f32; 16],
 ) -> [[f32; HD]; G] {
     let weights = weights.map(|w| &w[..values.len()]);
     let mut acc = [[0f32; HD]; G];
     for (p, v) in values.iter().enumerate() {
+        let mut wide = [0f32; HD];
+        for (to, from) in wide
+            .as_chunks_mut::<16>()
+            .0
+            .iter_mut()
+            .zip(v.as_chunks::<16>().0)
+        {
+            *to = widen16(from);
+        }
+        let v = wide;
         for r in 0..G {
             let w = weights[r][p];
             for i in 0..HD {
@@ -368,10 +454,16 @@ fn weighted<const HD: usize, const G: usize>(
 mod tests {
     use super::*;
 
+    /// Values drawn uniformly, already at the precision the cache keeps (so references
+    /// computed from them see what attention sees).
     fn draw(rng: &mut mercato_platform::random::SplitMix64, n: usize, spread: f32) -> Vec<f32> {
         (0..n)
-            .map(|_| (rng.next_f64() as f32 - 0.5) * spread)
+            .map(|_| widen(narrow((rng.next_f64() as f32 - 0.5) * spread)))
             .collect()
+    }
+
+    fn narrowed(values: &[f32]) -> Vec<u16> {
+        values.iter().map(|v| narrow(*v)).collect()
     }
 
     #[test]
@@ -392,11 +484,11 @@ mod tests {
                 head_dim: hd,
                 scale: 0.3,
             };
-            let blocked = block_keys(&k, cap, hd);
-            let got = from_cache(&q, 1, &seqs, &blocked, &v, cap, shape);
+            let (blocked, cached) = (block_keys(&k, cap, hd), narrowed(&v));
+            let got = from_cache(&q, 1, &seqs, &blocked, &cached, cap, shape);
             // A reused buffer (longer, holding NaN) gets every value written.
             let mut reused = vec![f32::NAN; got.len() + 9];
-            from_cache_into(&q, 1, &seqs, (&blocked, &v), cap, shape, &mut reused);
+            from_cache_into(&q, 1, &seqs, (&blocked, &cached), cap, shape, &mut reused);
             assert_eq!(reused, got);
             for (row, &(slot, pos)) in seqs.iter().enumerate() {
                 let len = pos + 1;
@@ -422,7 +514,15 @@ mod tests {
                 }
             }
             // A row's numbers are the same alone as beside another.
-            let alone = from_cache(&q[heads * hd..], 1, &seqs[1..], &blocked, &v, cap, shape);
+            let alone = from_cache(
+                &q[heads * hd..],
+                1,
+                &seqs[1..],
+                &blocked,
+                &cached,
+                cap,
+                shape,
+            );
             assert_eq!(alone, got[heads * hd..]);
         }
     }
@@ -437,7 +537,7 @@ mod tests {
                 let cap = len.next_multiple_of(KEY_BLOCK);
                 let q = draw(&mut rng, rep * hd, 6.0);
                 let k = block_keys(&draw(&mut rng, cap * hd, 6.0), cap, hd);
-                let v = draw(&mut rng, len * hd, 6.0);
+                let v = narrowed(&draw(&mut rng, len * hd, 6.0));
                 let plain = |group: usize| {
                     let mut out = vec![f32::NAN; rep * hd];
                     let mut scores = vec![f32::NAN; 3];
@@ -449,14 +549,28 @@ mod tests {
                         scale: 0.125,
                     };
                     match group {
-                        1 => attention_body::<1>(inputs, &mut out, &mut scores),
-                        _ => attention_body::<3>(inputs, &mut out, &mut scores),
+                        1 => attention_body::<1>(inputs, &mut out, &mut scores, plain_widen16),
+                        _ => attention_body::<3>(inputs, &mut out, &mut scores, plain_widen16),
                     }
                     out
                 };
                 let one = plain(1);
                 assert_eq!(plain(3), one, "groups of three, hd {hd} len {len}");
                 assert_eq!(attention(&q, &k, &v, hd, 0.125), one, "hd {hd} len {len}");
+                // The AVX2 path too where the CPU has it (`attention` takes AVX-512 first).
+                #[cfg(target_arch = "x86_64")]
+                if x86::has_avx2() {
+                    let mut out = vec![f32::NAN; rep * hd];
+                    let inputs = Inputs {
+                        queries: &q,
+                        keys: &k,
+                        values: &v,
+                        head_dim: hd,
+                        scale: 0.125,
+                    };
+                    x86::avx2(inputs, &mut out, &mut Vec::new());
+                    assert_eq!(out, one, "AVX2, hd {hd} len {len}");
+                }
             }
         }
     }
@@ -466,7 +580,7 @@ mod tests {
         let (slots, kvh, cap, hd, heads, tokens) = (2, 2, 32, 8, 4, 3);
         let mut rng = mercato_platform::random::SplitMix64::new(11);
         let keys = block_keys(&draw(&mut rng, slots * kvh * cap * hd, 1.0), cap, hd);
-        let values = draw(&mut rng, slots * kvh * cap * hd, 1.0);
+        let values = narrowed(&draw(&mut rng, slots * kvh * cap * hd, 1.0));
         // `[rows, tokens, heads, hd]`: two rows of three new tokens, one crossing a block.
         let q = draw(&mut rng, 2 * heads * tokens * hd, 1.0);
         let seqs = [(1, 4), (0, 14)];
@@ -491,13 +605,26 @@ mod tests {
     #[test]
     fn blocked_keys_put_each_value_once() {
         let (cap, hd) = (32, 5);
+        // Integers up to 2048, which half precision holds exactly.
         let keys: Vec<f32> = (0..2 * cap * hd).map(|i| i as f32).collect();
-        let mut seen = block_keys(&keys, cap, hd);
+        let blocked = block_keys(&keys, cap, hd);
+        let mut seen: Vec<f32> = blocked.iter().map(|k| widen(*k)).collect();
         seen.sort_by(f32::total_cmp);
         assert_eq!(seen, keys);
         // Position 17, dimension 3 of the second lane: block 1, row 3, column 1.
-        let blocked = block_keys(&keys, cap, hd);
         let at = cap * hd + (hd + 3) * KEY_BLOCK + 1;
-        assert_eq!(blocked[at], keys[(cap + 17) * hd + 3]);
+        assert_eq!(widen(blocked[at]), keys[(cap + 17) * hd + 3]);
+    }
+
+    #[test]
+    fn widening_is_exact_for_every_half() {
+        for bits in 0..=u16::MAX {
+            let (got, want) = (widen(bits), half::f16::from_bits(bits).to_f32());
+            if want.is_nan() {
+                assert!(got.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
+            }
+        }
     }
 }
