@@ -366,18 +366,9 @@ fn attention_body<const G: usize>(
             }
         };
         match hd {
-            32 => weighted::<32, G>(weights, values.as_chunks().0, widen16)
-                .iter()
-                .enumerate()
-                .for_each(|(r, s)| put(r, s)),
-            64 => weighted::<64, G>(weights, values.as_chunks().0, widen16)
-                .iter()
-                .enumerate()
-                .for_each(|(r, s)| put(r, s)),
-            128 => weighted::<128, G>(weights, values.as_chunks().0, widen16)
-                .iter()
-                .enumerate()
-                .for_each(|(r, s)| put(r, s)),
+            32 => weighted::<32, G>(weights, values.as_chunks().0, widen16, put),
+            64 => weighted::<64, G>(weights, values.as_chunks().0, widen16, put),
+            128 => weighted::<128, G>(weights, values.as_chunks().0, widen16, put),
             _ => {
                 for (r, w) in weights.iter().enumerate() {
                     let mut acc = vec![0f32; hd];
@@ -420,14 +411,15 @@ fn block_scores<const G: usize, const N: usize>(
 }
 
 /// `G` weighted sums of the value rows (head width `HD`, a multiple of 16 known at compile
-/// time so the sums stay in registers): per output, a chain of fused multiply-adds over the
-/// positions.
+/// time so the sums stay in registers), handed to `put` with their group index: per output, a
+/// chain of fused multiply-adds over the positions.
 #[inline(always)]
 fn weighted<const HD: usize, const G: usize>(
     weights: [&[f32]; G],
     values: &[[u16; HD]],
     widen16: impl Fn(&[u16; 16]) -> [f32; 16],
-) -> [[f32; HD]; G] {
+    mut put: impl FnMut(usize, &[f32]),
+) {
     let weights = weights.map(|w| &w[..values.len()]);
     let mut acc = [[0f32; HD]; G];
     for (p, v) in values.iter().enumerate() {
@@ -448,7 +440,9 @@ fn weighted<const HD: usize, const G: usize>(
             }
         }
     }
-    acc
+    for (r, sums) in acc.iter().enumerate() {
+        put(r, sums);
+    }
 }
 
 #[cfg(test)]

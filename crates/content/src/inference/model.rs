@@ -16,8 +16,8 @@
 //!
 //! Layout: the cache of each layer is `[slots, kv_heads, capacity, head_dim]` for keys and for
 //! values (half-precision vectors on the CPU, tensors elsewhere; on the CPU each (slot, key
-//! head)'s keys are blocks of 16 positions, dimension-major inside a block, see `attend`). Active sequences occupy consecutive slots
-//! (the engine compacts them as sequences leave). The tensor pass reads `narrow` views of it
+//! head)'s keys are blocks of 16 positions, dimension-major inside a block, see `attend`).
+//! Active sequences occupy consecutive slots (the engine compacts them as sequences leave). The tensor pass reads `narrow` views of it
 //! without copying, and runs grouped-query attention without repeating the keys: the query
 //! heads that share a key head are folded into the row dimension of one matmul.
 
@@ -748,8 +748,8 @@ impl Model {
             let Store::Device { k: keys, v: values } = &cache.store else {
                 candle_core::bail!("the cache is not a tensor cache")
             };
-            // Rounded to half precision as the CPU cache keeps them, so both passes compute the same
-            // model.
+            // Rounded to half precision as the CPU cache keeps them, so both passes compute the
+            // same model.
             let cached = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
             let (k, v) = (cached(&k)?, cached(&v)?);
             for (i, r) in rows.iter().enumerate() {
@@ -818,8 +818,8 @@ fn rotary_tables(
 /// The KV cache: per layer, keys and values of every slot, `[slots, kv_heads, capacity,
 /// head_dim]` (on the CPU with the keys blocked, see `attend::key_offset`). On the CPU plain
 /// vectors of half-precision values, which the forward pass writes and attention reads in
-/// place; elsewhere device tensors (f32, holding the same rounded values). Capacity grows (doubling,
-/// up to the model's context) as sequences grow.
+/// place; elsewhere device tensors (f32, holding the same rounded values). Capacity grows
+/// (doubling, up to the model's context, in whole key blocks) as sequences grow.
 pub struct Cache {
     store: Store,
     layers: usize,

@@ -610,14 +610,8 @@ impl Activations {
                 }
                 part.fill(layout, |b| quantise_words(b, flip))
             };
-        if parts.len() > 1 {
-            pool::for_each_part(parts, fill);
-        } else {
-            parts
-                .into_iter()
-                .enumerate()
-                .for_each(|(i, mut p)| fill(i, &mut p));
-        }
+        // A single part runs inline on this thread.
+        pool::for_each_part(parts, fill);
         Activations {
             rows: padded,
             flip,
