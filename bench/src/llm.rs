@@ -31,8 +31,9 @@ struct Args {
     #[arg(long, env = "MERCATO_API_KEY")]
     api_key: Option<String>,
     /// One part alone, for profiling: `api` (--url at --batches), `embeddings`, `kernel` (the
-    /// integer products on the model's shapes), `prefill` (by prompt length), or `decode` (the
-    /// default weights' bare loop at --batches).
+    /// integer products and attention on the model's shapes), `sampling` (choosing a
+    /// token from a row of logits), `prefill` (by prompt length), or `decode` (the default
+    /// weights' bare loop at --batches).
     #[arg(long)]
     only: Option<String>,
     /// Weight format of `--only decode` (`auto` is what the service picks).
@@ -228,6 +229,73 @@ fn print_kernel() -> anyhow::Result<()> {
         "\nattention, 16 sequences x 100 positions, one layer: {:.1} us",
         best * 1e6
     );
+    Ok(())
+}
+
+/// Choosing the next token from one row of the model's 49,152 logits, microseconds per row
+/// (best of 200): greedy (the baseline: one pass for the largest) against the service's
+/// default sampling and nucleus sampling over the whole vocabulary. The worker does this once
+/// per sequence per step, on one thread. Two rows: the model's logits after the bench prompt,
+/// and a flat row (uniform in +-12), where nucleus sampling keeps thousands of tokens.
+fn print_sampling(model: &Model, prompt: &[u32]) -> anyhow::Result<()> {
+    use mercato_content::inference::sampling::{Sampling, sample};
+    use mercato_platform::random::SplitMix64;
+    let mut cache = model.new_cache(1)?;
+    let real = model
+        .forward(
+            &mut cache,
+            &[Row {
+                slot: 0,
+                tokens: prompt,
+                pos: 0,
+            }],
+        )?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
+    let mut rng = SplitMix64::new(11);
+    let flat: Vec<f32> = (0..real.len())
+        .map(|_| rng.next_f64() as f32 * 24.0 - 12.0)
+        .collect();
+    let recent: Vec<u32> = prompt.to_vec();
+    let settings = [
+        ("greedy", Sampling::greedy(1)),
+        (
+            "defaults (temperature 0.7, top-k 40, top-p 0.9, penalty 1.1)",
+            Sampling::default(),
+        ),
+        (
+            "temperature 1, top-p 0.9, no top-k",
+            Sampling {
+                temperature: 1.0,
+                top_k: 0,
+                ..Sampling::default()
+            },
+        ),
+    ];
+    println!(
+        "\n## Sampling one row of {} logits (us, best of 200)\n",
+        real.len()
+    );
+    println!("| settings | model's row | vs greedy | flat row | vs greedy |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut base = [0.0; 2];
+    for (name, params) in settings {
+        let mut cells = Vec::new();
+        for (n, logits) in [&real, &flat].into_iter().enumerate() {
+            let mut best = f64::MAX;
+            for _ in 0..200 {
+                let mut row = logits.clone();
+                let start = Instant::now();
+                std::hint::black_box(sample(&mut row, &params, &recent, &mut rng));
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            if base[n] == 0.0 {
+                base[n] = best;
+            }
+            cells.push(format!("{:.1} | {:.1}x", best * 1e6, best / base[n]));
+        }
+        println!("| {name} | {} |", cells.join(" | "));
+    }
     Ok(())
 }
 
@@ -437,6 +505,10 @@ fn main() -> anyhow::Result<()> {
         None => {}
         Some("embeddings") => return print_embeddings(),
         Some("kernel") => return print_kernel(),
+        Some("sampling") => {
+            let model = Model::load(&path, "q8_0", usize::MAX, 2048, &Device::Cpu)?;
+            return print_sampling(&model, &prompt);
+        }
         Some("api") => {
             let url = args.url.as_deref().context("--only api needs --url")?;
             let key = args.api_key.clone().context("--url needs --api-key")?;
@@ -462,7 +534,9 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(other) => {
-            anyhow::bail!("--only takes api, embeddings, kernel, prefill or decode, not {other:?}")
+            anyhow::bail!(
+                "--only takes api, embeddings, kernel, sampling, prefill or decode, not {other:?}"
+            )
         }
     }
     println!("# Language model benchmark\n");
@@ -549,6 +623,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The same q8_0, q4 and f32 models (`formats` order).
     print_prefill(&models[0], &models[1], &models[2], &prompt)?;
+    print_sampling(&models[0], &prompt)?;
     drop(models);
     print_embeddings()?;
     if let Some(url) = &args.url {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::engine::SubmitError;
 use super::gemm::Dense;
-use super::math::{erf, exp, softmax_numerators};
+use super::math::{erf, exp, softmax_numerators, with_avx2};
 use super::pool;
 
 /// Texts embedded per forward pass at most.
@@ -383,11 +383,15 @@ impl Text<'_> {
     /// multiply-add per dimension across the keys' lanes), the softmax in lanes, and the
     /// output as a weighted sum of the value rows. Each number depends on this text alone.
     fn attend(&self, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| self.attend_body(out));
+        struct Attend<'a, 'b>(&'a Text<'b>, &'a mut [f32]);
+        impl pulp::NullaryFnOnce for Attend<'_, '_> {
+            type Output = ();
+            #[inline(always)]
+            fn call(self) {
+                self.0.attend_body(self.1)
+            }
         }
-        self.attend_body(out)
+        with_avx2(Attend(self, out))
     }
 
     #[inline(always)]
@@ -492,11 +496,15 @@ impl Scratch {
 /// error below 5e-7, see `erf`) that the compiler vectorises, where a libm call per value was
 /// a sixth of the encoder's time.
 fn activate(act: HiddenAct, x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(|| activate_values(act, x));
+    struct Activate<'a>(HiddenAct, &'a mut [f32]);
+    impl pulp::NullaryFnOnce for Activate<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn call(self) {
+            activate_values(self.0, self.1)
+        }
     }
-    activate_values(act, x)
+    with_avx2(Activate(act, x))
 }
 
 #[inline(always)]

@@ -79,6 +79,24 @@ pub fn softmax_numerators(scores: &mut [f32]) -> f32 {
     1.0 / lanes(scores, 0.0, |a, s| a + s).iter().sum::<f32>()
 }
 
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them (pulp's `vectorize`), so the
+/// loops of the `#[inline(always)]` functions it calls become 256-bit vector code and
+/// `mul_add` one instruction instead of a library call; plain code elsewhere. Every function
+/// here gives the same bits either way.
+///
+/// `f` is a type whose `call` is `#[inline(always)]`, not a closure: a closure's body is a
+/// function of its own that the compiler need not inline into the one with the features, and
+/// for bodies of any size it does not, which leaves them plain (as the encoder's activation
+/// and attention were until this was found).
+#[inline(always)]
+pub fn with_avx2<F: pulp::NullaryFnOnce>(f: F) -> F::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return simd.vectorize(f);
+    }
+    f.call()
+}
+
 /// Whether the CPU has AVX-512 (foundation) and FMA, for the kernels written with them.
 pub fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]

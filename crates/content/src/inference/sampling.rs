@@ -4,7 +4,7 @@
 use mercato_platform::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use super::math::max;
+use super::math::{exp, lanes, max, with_avx2};
 
 /// Sampling settings of one request (validated by [`Sampling::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,6 +96,7 @@ impl Sampling {
 /// Two passes the compiler vectorises, the largest value in eight lanes and then its first
 /// position, instead of one pass whose every step waits on the comparison before it: this
 /// runs on the worker thread for every sequence of every step, over the whole vocabulary.
+#[inline(always)]
 pub fn argmax(logits: &[f32]) -> u32 {
     let max = max(logits);
     let (chunks, tail) = logits.as_chunks::<16>();
@@ -110,7 +111,39 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// Picks the next token from `logits` (modified in place by the penalty).
+///
+/// The candidates are the `top_k` best tokens (all of them for 0), weighted by
+/// e^((logit - largest) / temperature); the nucleus is the fewest of them, best first, whose
+/// weights reach `top_p` of the candidates' total; one draw from the request's stream picks
+/// within it. This runs on the worker thread for every sequence of every step, so nothing
+/// here sorts the vocabulary: the best candidates come from one pass ([`best`]), and a
+/// nucleus over the whole vocabulary is looked for among the best 64 and otherwise bounded
+/// by bisection ([`nucleus_floor`]), so that only it is sorted. Compiled for AVX2 where the
+/// CPU has it ([`with_avx2`]).
 pub fn sample(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut SplitMix64) -> u32 {
+    struct Sample<'a> {
+        logits: &'a mut [f32],
+        params: &'a Sampling,
+        recent: &'a [u32],
+        rng: &'a mut SplitMix64,
+    }
+    impl pulp::NullaryFnOnce for Sample<'_> {
+        type Output = u32;
+        #[inline(always)]
+        fn call(self) -> u32 {
+            sample_body(self.logits, self.params, self.recent, self.rng)
+        }
+    }
+    with_avx2(Sample {
+        logits,
+        params,
+        recent,
+        rng,
+    })
+}
+
+#[inline(always)]
+fn sample_body(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut SplitMix64) -> u32 {
     if params.repetition_penalty != 1.0 {
         let start = recent.len().saturating_sub(PENALTY_WINDOW);
         let mut seen = recent[start..].to_vec();
@@ -126,52 +159,215 @@ pub fn sample(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut S
             }
         }
     }
-    if params.temperature <= 0.0 {
+    if params.temperature <= 0.0 || logits.is_empty() {
         return argmax(logits);
     }
-    // Candidates sorted by logit, cut by top-k, then softmax with temperature and top-p.
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = if params.top_k == 0 {
-        logits.len()
-    } else {
-        params.top_k.min(logits.len())
-    };
-    let by_logit = |a: &u32, b: &u32| {
-        logits[*b as usize]
-            .total_cmp(&logits[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, by_logit);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(by_logit);
-    let max = logits[idx[0] as usize];
+    let largest = max(logits);
     let t = params.temperature;
-    let mut probs: Vec<f64> = idx
+    let weight = |l: f32| exp((l - largest) / t);
+    let len = logits.len();
+    if params.top_k != 0 && params.top_k < len {
+        let ids = best(logits, params.top_k);
+        let weights: Vec<f64> = ids
+            .iter()
+            .map(|&i| weight(logits[i as usize]) as f64)
+            .collect();
+        let total = weights.iter().sum();
+        let kept = nucleus(&weights, total, params.top_p).unwrap_or(ids.len());
+        return draw(&ids[..kept], &weights[..kept], rng);
+    }
+    // Written by a loop rather than collected: `collect` is not inlined here, and outside
+    // this function's vector features `exp`'s fused multiply-adds are library calls.
+    let mut weights = vec![0f32; len];
+    for (w, &l) in weights.iter_mut().zip(logits.iter()) {
+        *w = weight(l);
+    }
+    let total = lanes(&weights, 0.0, |a, w| a + w)
         .iter()
-        .map(|&i| (((logits[i as usize] - max) / t) as f64).exp())
-        .collect();
-    let total: f64 = probs.iter().sum();
-    let mut kept = probs.len();
+        .map(|&s| s as f64)
+        .sum();
+    if params.top_p >= 1.0 {
+        // The whole vocabulary is the nucleus: its order does not change the distribution.
+        let ids: Vec<u32> = (0..len as u32).collect();
+        let weights: Vec<f64> = weights.iter().map(|&w| w as f64).collect();
+        return draw(&ids, &weights, rng);
+    }
+    // A peaked distribution's nucleus is among the best few; a flat one's can be thousands
+    // of tokens, found by bisecting for the logit where the mass above reaches `top_p`.
+    let mut ids = best(logits, 64);
+    if nucleus_weights(&ids, &weights).1 < params.top_p as f64 * total {
+        let floor = nucleus_floor(logits, &weights, params.top_p * total as f32);
+        let mut above: Vec<(i32, u32)> = logits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &l)| (order_key(l) >= floor).then_some((order_key(l), i as u32)))
+            .collect();
+        above.sort_unstable_by(rank);
+        ids = above.into_iter().map(|(_, id)| id).collect();
+    }
+    let (kept, _) = nucleus_weights(&ids, &weights);
+    let n = nucleus(&kept, total, params.top_p).unwrap_or(ids.len());
+    draw(&ids[..n], &kept[..n], rng)
+}
+
+/// The weights of `ids` (widened for the running sums) and their sum.
+fn nucleus_weights(ids: &[u32], weights: &[f32]) -> (Vec<f64>, f64) {
+    let kept: Vec<f64> = ids.iter().map(|&i| weights[i as usize] as f64).collect();
+    let sum = kept.iter().sum();
+    (kept, sum)
+}
+
+/// The ranking of (order key, id) pairs: larger logit first, ties to the lower id.
+fn rank(a: &(i32, u32), b: &(i32, u32)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// The summed weight and the number of the tokens whose order key is at least `floor`, in
+/// sixteen lanes.
+#[inline(always)]
+fn above(logits: &[f32], weights: &[f32], floor: i32) -> (f32, u32) {
+    let mut mass = [0f32; 16];
+    let mut count = [0u32; 16];
+    let (lc, lt) = logits.as_chunks::<16>();
+    let (wc, wt) = weights.as_chunks::<16>();
+    // Masks of all ones or zeros, not branches or selects, so that the loop vectorises.
+    let mut add = |j: usize, l: f32, w: f32| {
+        let hit = (order_key(l) >= floor) as u32;
+        mass[j] += f32::from_bits(w.to_bits() & hit.wrapping_neg());
+        count[j] += hit;
+    };
+    for (l, w) in lc.iter().zip(wc) {
+        for j in 0..16 {
+            add(j, l[j], w[j]);
+        }
+    }
+    for (j, (l, w)) in lt.iter().zip(wt).enumerate() {
+        add(j, *l, *w);
+    }
+    (mass.iter().sum(), count.iter().sum())
+}
+
+/// An order key at or below the nucleus's worst logit, with few other tokens at or above it:
+/// a bisection over keys, each step one vectorised pass summing the weights (and counting the
+/// tokens) at or above the middle, kept while the mass there reaches `target`. It stops when
+/// at most 64 tokens lie between a key whose mass reaches the target and one whose does not.
+#[inline(always)]
+fn nucleus_floor(logits: &[f32], weights: &[f32], target: f32) -> i32 {
+    // lo: everything is at or above it; hi: nothing is (the largest logit's key plus one).
+    let (mut lo, mut lo_count) = (i64::from(i32::MIN), logits.len() as u32);
+    let top = logits
+        .iter()
+        .map(|&l| order_key(l))
+        .max()
+        .unwrap_or(i32::MIN);
+    let (mut hi, mut hi_count) = (i64::from(top) + 1, 0u32);
+    while hi - lo > 1 && lo_count - hi_count > 64 {
+        let mid = lo + (hi - lo) / 2;
+        let (mass, count) = above(logits, weights, mid as i32);
+        if mass >= target {
+            (lo, lo_count) = (mid, count);
+        } else {
+            (hi, hi_count) = (mid, count);
+        }
+    }
+    lo as i32
+}
+
+/// How many of `weights` (best first) the nucleus keeps: the fewest whose sum reaches `top_p`
+/// of `total`; `None` if all of them fall short.
+fn nucleus(weights: &[f64], total: f64, top_p: f32) -> Option<usize> {
     let mut acc = 0.0;
-    for (n, p) in probs.iter_mut().enumerate() {
-        *p /= total;
-        acc += *p;
-        if acc >= params.top_p as f64 {
-            kept = n + 1;
-            break;
-        }
-    }
-    let mass: f64 = probs[..kept].iter().sum();
+    weights
+        .iter()
+        .position(|w| {
+            acc += w / total;
+            acc >= top_p as f64
+        })
+        .map(|n| n + 1)
+}
+
+/// One draw from `ids` in proportion to `weights`.
+fn draw(ids: &[u32], weights: &[f64], rng: &mut SplitMix64) -> u32 {
+    let mass: f64 = weights.iter().sum();
     let mut u = rng.next_f64() * mass;
-    for (n, p) in probs[..kept].iter().enumerate() {
-        if u < *p {
-            return idx[n];
+    for (id, w) in ids.iter().zip(weights) {
+        if u < *w {
+            return *id;
         }
-        u -= p;
+        u -= w;
     }
-    idx[kept - 1]
+    // Rounding left a sliver past the last: the last with any weight.
+    ids.iter()
+        .zip(weights)
+        .rev()
+        .find(|(_, w)| **w > 0.0)
+        .map_or(ids[ids.len() - 1], |(id, _)| *id)
+}
+
+/// [`f32::total_cmp`]'s order as integers (the key it compares), so that a pass over the
+/// vocabulary compares in vector lanes.
+#[inline(always)]
+fn order_key(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// The ids of the `k` largest logits in [`f32::total_cmp`]'s order (ties to the lower id),
+/// best first. One pass keeps every id whose logit beats the worst of the best `k` found so
+/// far (a chunk of 16 without one costs one vector comparison); the kept set is cut back to
+/// the best `k` whenever it fills its room, which raises the bar.
+#[inline(always)]
+fn best(logits: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let cut = |kept: &mut Vec<(i32, u32)>| {
+        if kept.len() > k {
+            kept.select_nth_unstable_by(k - 1, rank);
+            kept.truncate(k);
+        }
+        kept.iter().map(|e| e.0).min().unwrap_or(i32::MIN)
+    };
+    let room = (4 * k).max(256);
+    let head = room.min(logits.len());
+    let mut kept: Vec<(i32, u32)> = Vec::with_capacity(room + 16);
+    kept.extend(
+        logits[..head]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (order_key(v), i as u32)),
+    );
+    // The ids after the head come in increasing order, so one tying the worst kept would
+    // rank below it: only a strictly larger key enters.
+    let mut floor = cut(&mut kept);
+    let (chunks, tail) = logits[head..].as_chunks::<16>();
+    let tail_start = head + chunks.len() * 16;
+    let pieces = chunks
+        .iter()
+        .enumerate()
+        .map(|(c, chunk)| (head + c * 16, &chunk[..]))
+        .chain(std::iter::once((tail_start, tail)));
+    for (start, values) in pieces {
+        if !values
+            .iter()
+            .fold(false, |hit, &v| hit | (order_key(v) > floor))
+        {
+            continue;
+        }
+        for (j, &v) in values.iter().enumerate() {
+            let key = order_key(v);
+            if key > floor {
+                kept.push((key, (start + j) as u32));
+            }
+        }
+        if kept.len() >= room {
+            floor = cut(&mut kept);
+        }
+    }
+    kept.sort_unstable_by(rank);
+    kept.truncate(k);
+    kept.into_iter().map(|(_, id)| id).collect()
 }
 
 #[cfg(test)]
@@ -265,6 +461,74 @@ mod tests {
             .map(|_| sample(&mut logits.to_vec(), &p, &[], &mut rng))
             .collect();
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn best_ranks_like_a_full_sort() {
+        let mut rng = SplitMix64::new(5);
+        // Few distinct values (many ties), signed zeros, infinities and NaN among them.
+        let specials = [
+            0.0f32,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
+        for len in [1usize, 7, 16, 255, 256, 257, 1000, 5003] {
+            let logits: Vec<f32> = (0..len)
+                .map(|_| match rng.next_u64() % 20 {
+                    0 => specials[(rng.next_u64() % 6) as usize],
+                    _ => (rng.next_u64() % 50) as f32 / 4.0 - 6.0,
+                })
+                .collect();
+            let mut sorted: Vec<u32> = (0..len as u32).collect();
+            sorted.sort_by(|a, b| {
+                logits[*b as usize]
+                    .total_cmp(&logits[*a as usize])
+                    .then(a.cmp(b))
+            });
+            for k in [1, 2, 40, 63, 64, 300, len] {
+                assert_eq!(best(&logits, k), sorted[..k.min(len)], "len {len}, k {k}");
+            }
+        }
+        assert!(best(&[], 3).is_empty());
+        assert!(best(&[1.0], 0).is_empty());
+    }
+
+    #[test]
+    fn draws_follow_the_weights_on_every_path() {
+        // e^ln3 : e^ln1 : e^(-30): the first three times as likely as the second, the third
+        // practically never, among 300 tokens far below them.
+        let mut logits = vec![-60.0f32; 300];
+        logits[17] = 3f32.ln();
+        logits[250] = 0.0;
+        logits[3] = -30.0;
+        let settings = [(40, 1.0), (0, 1.0), (0, 0.999), (300, 0.99)];
+        for (top_k, top_p) in settings {
+            let p = Sampling {
+                temperature: 1.0,
+                top_p,
+                top_k,
+                repetition_penalty: 1.0,
+                ..Sampling::default()
+            };
+            let mut rng = SplitMix64::new(9);
+            let mut counts = [0usize; 3];
+            for _ in 0..4000 {
+                match sample(&mut logits.clone(), &p, &[], &mut rng) {
+                    17 => counts[0] += 1,
+                    250 => counts[1] += 1,
+                    _ => counts[2] += 1,
+                }
+            }
+            let share = counts[0] as f64 / 4000.0;
+            assert!(
+                (0.72..0.78).contains(&share),
+                "top_k {top_k} top_p {top_p}: {counts:?}"
+            );
+            assert_eq!(counts[0] + counts[1], 4000, "top_k {top_k} top_p {top_p}");
+        }
     }
 
     #[test]
