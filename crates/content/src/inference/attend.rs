@@ -39,6 +39,17 @@ pub fn narrow(x: f32) -> u16 {
     half::f16::from_f32(x).to_bits()
 }
 
+/// `src` as the cache keeps it (see [`narrow`]), into `dst` (resized): one conversion of a
+/// layer's new keys or values together, through the CPU's half-precision conversion where it
+/// has one (F16C, rounding to nearest even: the same bits as `narrow` for every number). One
+/// call per value, each checking the CPU's features, was most of the cache write's time.
+pub fn narrow_all(src: &[f32], dst: &mut Vec<u16>) {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    dst.resize(src.len(), 0);
+    dst.reinterpret_cast_mut::<half::f16>()
+        .convert_from_f32_slice(src);
+}
+
 /// A cached value as f32, exactly, in plain operations (no table, no library call): the
 /// magnitude's bits shifted into an f32 and scaled by 2^112 rebias the exponent and also place
 /// subnormals exactly; infinities and NaN keep an all-ones exponent. The vector paths widen
@@ -609,6 +620,29 @@ mod tests {
         // Position 17, dimension 3 of the second lane: block 1, row 3, column 1.
         let at = cap * hd + (hd + 3) * KEY_BLOCK + 1;
         assert_eq!(widen(blocked[at]), keys[(cap + 17) * hd + 3]);
+    }
+
+    #[test]
+    fn narrowing_together_rounds_as_one_by_one() {
+        // Every half's value, the midpoints between neighbours (where rounding to even
+        // decides), and values past the range and below the subnormals.
+        let mut src: Vec<f32> = Vec::new();
+        for bits in 0..=u16::MAX {
+            let x = half::f16::from_bits(bits).to_f32();
+            let next = half::f16::from_bits(bits.wrapping_add(1)).to_f32();
+            src.push(x);
+            src.push((x as f64 + (next as f64 - x as f64) / 2.0) as f32);
+        }
+        src.extend([1e9f32, -1e9, 1e-9, -1e-9, 65520.0, -65520.0, 65519.99]);
+        let mut got = Vec::new();
+        narrow_all(&src, &mut got);
+        for (x, h) in src.iter().zip(&got) {
+            if x.is_nan() {
+                assert!(half::f16::from_bits(*h).is_nan());
+            } else {
+                assert_eq!(*h, narrow(*x), "{x}");
+            }
+        }
     }
 
     #[test]

@@ -411,6 +411,7 @@ fn run(shared: &Shared, spec: EngineSpec, rx: Receiver<Job>) {
         decoding: 0,
         limits: spec.limits,
         stats: shared.stats.clone(),
+        logits: Vec::new(),
     };
     if let Err(e) = worker.serve(&rx) {
         tracing::error!(error = %e, "the generation worker failed");
@@ -452,6 +453,8 @@ struct Worker {
     decoding: usize,
     limits: EngineLimits,
     stats: Arc<Stats>,
+    /// The last forward pass's logits, `rows x vocab`; kept so that each step reuses them.
+    logits: Vec<f32>,
 }
 
 impl Worker {
@@ -527,13 +530,14 @@ impl Worker {
             let chunk = self.limits.prefill_chunk.max(1);
             let take = (prompt_len - seq.cached).min(chunk - seq.cached % chunk);
             let start = Instant::now();
-            let logits = self.model.forward(
+            self.model.forward_into(
                 &mut self.cache,
                 &[Row {
                     slot,
                     tokens: &seq.tokens[seq.cached..seq.cached + take],
                     pos: seq.cached,
                 }],
+                &mut self.logits,
             )?;
             self.stats
                 .prefill_nanos
@@ -546,9 +550,10 @@ impl Worker {
             let seq = &mut self.active[slot];
             seq.cached += take;
             if seq.cached == prompt_len {
-                let mut row = logits.squeeze(0)?.to_vec1::<f32>()?;
                 self.decoding += 1;
-                self.accept(slot, &mut row);
+                let mut logits = std::mem::take(&mut self.logits);
+                self.accept(slot, &mut logits);
+                self.logits = logits;
             }
         }
         Ok(())
@@ -581,8 +586,8 @@ impl Worker {
             })
             .collect();
         let start = Instant::now();
-        let logits = self.model.forward(&mut self.cache, &rows)?;
-        let logits = logits.to_vec2::<f32>()?;
+        self.model
+            .forward_into(&mut self.cache, &rows, &mut self.logits)?;
         let live = self.active[..n]
             .iter()
             .filter(|s| s.finished.is_none())
@@ -596,12 +601,15 @@ impl Worker {
             .fetch_add(live as u64, Ordering::Relaxed);
         metrics::counter!("llm_decode_tokens_total").increment(live as u64);
         metrics::histogram!("llm_decode_batch_size").record(live as f64);
-        for (slot, mut row) in logits.into_iter().enumerate() {
+        let mut logits = std::mem::take(&mut self.logits);
+        let vocab = logits.len() / n;
+        for (slot, row) in logits.chunks_exact_mut(vocab).enumerate() {
             if self.active[slot].finished.is_none() {
                 self.active[slot].cached += 1;
-                self.accept(slot, &mut row);
+                self.accept(slot, row);
             }
         }
+        self.logits = logits;
         Ok(())
     }
 

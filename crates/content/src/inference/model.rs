@@ -587,6 +587,41 @@ impl Model {
     /// the rows occupy consecutive cache slots (`rows[i].slot == rows[0].slot + i`). Returns
     /// the logits of each row's last token, `[rows, vocab]`.
     pub fn forward(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<Tensor> {
+        let (t, longest) = self.admit(cache, rows)?;
+        match cache.store {
+            Store::Cpu { .. } => {
+                let mut logits = Vec::new();
+                self.forward_cpu(cache, rows, t, &mut logits)?;
+                Tensor::from_vec(logits, (rows.len(), self.config.vocab), &self.device)
+            }
+            Store::Device { .. } => self.forward_tensors(cache, rows, t, longest),
+        }
+    }
+
+    /// [`Model::forward`] into `logits` (`rows x vocab`, row after row), reusing its memory:
+    /// the worker runs this every step, where a fresh vector of logits (3 MB at 16 rows) and
+    /// its copy out of a tensor cost page faults, zeroing and copying on its thread while the
+    /// pool's waited.
+    pub fn forward_into(
+        &self,
+        cache: &mut Cache,
+        rows: &[Row<'_>],
+        logits: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
+        let (t, longest) = self.admit(cache, rows)?;
+        match cache.store {
+            Store::Cpu { .. } => self.forward_cpu(cache, rows, t, logits),
+            Store::Device { .. } => {
+                let out = self.forward_tensors(cache, rows, t, longest)?;
+                *logits = out.flatten_all()?.to_vec1::<f32>()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks `rows` (see [`Model::forward`]) and makes room in the cache: the rows' token
+    /// count and the longest sequence after them.
+    fn admit(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<(usize, usize)> {
         let Some(first) = rows.first() else {
             candle_core::bail!("forward needs at least one row")
         };
@@ -608,10 +643,7 @@ impl Model {
         }
         let longest = rows.iter().map(|r| r.pos + t).max().unwrap_or(t);
         cache.reserve(longest)?;
-        match cache.store {
-            Store::Cpu { .. } => self.forward_cpu(cache, rows, t),
-            Store::Device { .. } => self.forward_tensors(cache, rows, t, longest),
-        }
+        Ok((t, longest))
     }
 
     /// The forward pass on the CPU, over plain vectors: candle only holds the weights. Each
@@ -623,7 +655,8 @@ impl Model {
         cache: &mut Cache,
         rows: &[Row<'_>],
         t: usize,
-    ) -> candle_core::Result<Tensor> {
+        logits: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
         let cfg = &self.config;
         let (dim, hd, heads, kvh) = (cfg.dim, cfg.head_dim, cfg.heads, cfg.kv_heads);
         let eps = cfg.rms_eps as f32;
@@ -673,9 +706,7 @@ impl Model {
             .copied()
             .collect();
         let last = with_slice(&self.norm, |w| rms_norm(&last, w, eps))?;
-        let mut logits = Vec::new();
-        project([&self.head], &last, rows.len(), false, [&mut logits])?;
-        Tensor::from_vec(logits, (rows.len(), cfg.vocab), &self.device)
+        project([&self.head], &last, rows.len(), false, [logits])
     }
 
     /// The forward pass in tensor operations (devices other than the CPU): an additive mask per
@@ -1012,22 +1043,23 @@ impl Cache {
         let Store::Cpu { k, v } = &mut self.store else {
             candle_core::bail!("the cache is not a CPU cache")
         };
+        let (mut keys_half, mut values_half) = (Vec::new(), Vec::new());
+        attend::narrow_all(keys, &mut keys_half);
+        attend::narrow_all(values, &mut values_half);
         for (i, r) in rows.iter().enumerate() {
             for j in 0..tokens {
                 let at = (i * tokens + j) * kvh * hd;
-                let new = keys[at..at + kvh * hd].chunks_exact(hd);
+                let new = keys_half[at..at + kvh * hd].chunks_exact(hd);
                 let p = r.pos + j;
                 for (g, (key, value)) in new
-                    .zip(values[at..at + kvh * hd].chunks_exact(hd))
+                    .zip(values_half[at..at + kvh * hd].chunks_exact(hd))
                     .enumerate()
                 {
                     let lane = (r.slot * kvh + g) * cap * hd;
                     for (d, x) in key.iter().enumerate() {
-                        k[l][lane + attend::key_offset(p, d, hd)] = attend::narrow(*x);
+                        k[l][lane + attend::key_offset(p, d, hd)] = *x;
                     }
-                    for (to, x) in v[l][lane + p * hd..][..hd].iter_mut().zip(value) {
-                        *to = attend::narrow(*x);
-                    }
+                    v[l][lane + p * hd..][..hd].copy_from_slice(value);
                 }
             }
         }

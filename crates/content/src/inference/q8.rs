@@ -376,8 +376,16 @@ impl Q8Matrix {
         }
         pool::for_each_part(parts, |_, (i, first, cols)| {
             let m = matrices[*i];
-            let lanes = m.lanes(path, &acts, *first..(*first + size).min(m.groups), rows);
-            scatter(&lanes, rows, cols);
+            LANES.with_borrow_mut(|[lanes, _]| {
+                m.lanes_into(
+                    path,
+                    &acts,
+                    *first..(*first + size).min(m.groups),
+                    rows,
+                    lanes,
+                );
+                scatter(lanes, rows, cols);
+            });
         });
     }
 
@@ -407,10 +415,12 @@ impl Q8Matrix {
         let parts = pool::column_parts(y, a.out, size * COLS);
         pool::for_each_part(parts, |j, cols| {
             let own = j * size..((j + 1) * size).min(a.groups);
-            let mut la = a.lanes(path, &acts, own.clone(), rows);
-            let lb = b.lanes(path, &acts, own, rows);
-            combine(la.as_flattened_mut(), lb.as_flattened());
-            scatter(&la, rows, cols);
+            LANES.with_borrow_mut(|[la, lb]| {
+                a.lanes_into(path, &acts, own.clone(), rows, la);
+                b.lanes_into(path, &acts, own, rows, lb);
+                combine(la.as_flattened_mut(), lb.as_flattened());
+                scatter(la, rows, cols);
+            });
         });
     }
 
@@ -464,17 +474,18 @@ impl Q8Matrix {
         }
     }
 
-    /// Column groups `own` against every row, as fresh lanes (`[group][row]`).
-    fn lanes(
+    /// Column groups `own` against every row into `lanes` (`[group][row]`; resized, and
+    /// every value written).
+    fn lanes_into(
         &self,
         path: Path,
         acts: &Activations,
         own: std::ops::Range<usize>,
         rows: usize,
-    ) -> Vec<[f32; COLS]> {
-        let mut lanes = vec![[0f32; COLS]; own.len() * rows];
-        self.groups(path, acts, own.start, &mut lanes, rows);
-        lanes
+        lanes: &mut Vec<[f32; COLS]>,
+    ) {
+        lanes.resize(own.len() * rows, [0.0; COLS]);
+        self.groups(path, acts, own.start, lanes, rows);
     }
 
     /// Consecutive column groups from `first` into `lanes` (`[group][row]`, `rows` per
@@ -515,6 +526,14 @@ impl Q8Matrix {
             (g, rest) = (g + 1, tail);
         }
     }
+}
+
+thread_local! {
+    /// Each pool thread's lanes for its work items (two: a combined product's pair), kept
+    /// between items and products. Fresh ones per item (up to ~400 KB each for the output
+    /// head at 16 rows) cost the allocator and page faults about 3% of a decode step.
+    static LANES: std::cell::RefCell<[Vec<[f32; COLS]>; 2]> =
+        const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
 }
 
 /// Lanes of consecutive column groups (`[group][row]`, `rows` per group) into each row's
