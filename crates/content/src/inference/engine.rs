@@ -439,7 +439,9 @@ struct Seq {
     rng: SplitMix64,
     /// Bytes of the generated text already sent.
     sent: usize,
+    /// The generated text decoded so far (see `Detokenizer`).
     text: String,
+    detokenizer: Detokenizer,
     first_token: Option<Instant>,
     last_token: Instant,
     finished: Option<FinishReason>,
@@ -505,6 +507,7 @@ impl Worker {
             rng,
             sent: 0,
             text: String::new(),
+            detokenizer: Detokenizer::default(),
             first_token: None,
             last_token: Instant::now(),
             finished: None,
@@ -631,22 +634,26 @@ impl Worker {
             }
         }
         seq.last_token = now;
+        let prompt = seq.job.prompt.len();
         if self.codec.stop_ids.contains(&token) {
+            let generated = &seq.tokens[prompt..];
+            seq.detokenizer
+                .advance(&self.codec, generated, &mut seq.text, true);
             seq.finished = Some(FinishReason::Stop);
             return;
         }
         seq.tokens.push(token);
         seq.generated += 1;
-        let text = self
-            .codec
-            .decode(&seq.tokens[seq.job.prompt.len()..])
-            .unwrap_or_default();
-        seq.text = text;
+        let at_length =
+            seq.generated >= seq.job.sampling.max_tokens || seq.tokens.len() >= max_context;
+        let generated = &seq.tokens[prompt..];
+        seq.detokenizer
+            .advance(&self.codec, generated, &mut seq.text, at_length);
         let stops = &seq.job.sampling.stop;
         if let Some(at) = stops.iter().filter_map(|s| seq.text.find(s.as_str())).min() {
             seq.text.truncate(at);
             seq.finished = Some(FinishReason::Stop);
-        } else if seq.generated >= seq.job.sampling.max_tokens || seq.tokens.len() >= max_context {
+        } else if at_length {
             seq.finished = Some(FinishReason::Length);
         }
         // Stream what is settled: not a half-decoded character, not a possible stop-string start.
@@ -739,6 +746,46 @@ impl Worker {
 }
 
 /// Bytes at the end of `text` that could be the start of a stop string.
+/// A sequence's output text, built token by token: the new tokens are decoded together with
+/// the ones last turned into text (a decoder may treat a text's first token differently, e.g.
+/// strip its leading space), and what that adds to the shorter decode is the new text. A
+/// token costs the same at any output length; decoding the whole output every token cost
+/// 6.7 us at 64 tokens and 107 us at 1,000, per sequence per step, on the worker.
+#[derive(Debug, Default)]
+struct Detokenizer {
+    /// Where the decoded window starts (the tokens last turned into text).
+    prefix: usize,
+    /// Tokens turned into text so far.
+    read: usize,
+}
+
+impl Detokenizer {
+    /// Appends to `text` what `generated` (the sequence's generated tokens) adds since the
+    /// last call. An incomplete character waits for the next token, unless `flush`, where it
+    /// is appended as U+FFFD, as a decode of the whole output would give it.
+    fn advance(&mut self, codec: &TextCodec, generated: &[u32], text: &mut String, flush: bool) {
+        if self.read >= generated.len() {
+            return;
+        }
+        let before = codec
+            .decode(&generated[self.prefix..self.read])
+            .unwrap_or_default();
+        let window = codec.decode(&generated[self.prefix..]).unwrap_or_default();
+        let Some(new) = window.strip_prefix(before.as_str()) else {
+            // A decoder whose longer window does not extend the shorter one's: the whole
+            // output again.
+            *text = codec.decode(generated).unwrap_or_default();
+            (self.prefix, self.read) = (generated.len() - 1, generated.len());
+            return;
+        };
+        if new.is_empty() || (new.ends_with('\u{FFFD}') && !flush) {
+            return;
+        }
+        text.push_str(new);
+        (self.prefix, self.read) = (self.read, generated.len());
+    }
+}
+
 fn held_back(text: &str, stops: &[String]) -> usize {
     let mut hold = 0;
     for stop in stops {
@@ -753,7 +800,52 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::held_back;
+    use super::{Detokenizer, TextCodec, held_back};
+
+    /// Token by token, the text is always a prefix of the whole output's decode and never ends
+    /// in half a character; flushed at the end, it is the whole decode. On the default model's
+    /// tokenizer, with characters of two to four bytes that its byte-level tokens split.
+    #[test]
+    fn detokenizing_token_by_token_gives_the_whole_decode() {
+        let path = mercato_platform::settings::resolve_path(
+            "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        );
+        let codec = TextCodec::from_gguf_path(&path)
+            .expect("the default model's tokenizer (run scripts/fetch-models)");
+        let text = "Café crème for Zoë 🎉🏃‍♀️ — naïve 東京 trail shoes,\n\n  20% off!";
+        let ids = codec.encode(text).expect("encode");
+        let whole = codec.decode(&ids).expect("decode");
+        assert!(ids.len() > 20, "{} tokens", ids.len());
+        let mut detokenizer = Detokenizer::default();
+        let mut got = String::new();
+        let mut waited = 0;
+        for n in 1..=ids.len() {
+            let before = got.len();
+            detokenizer.advance(&codec, &ids[..n], &mut got, false);
+            waited += usize::from(got.len() == before);
+            assert!(whole.starts_with(&got), "after {n} tokens: {got:?}");
+            assert!(!got.ends_with('\u{FFFD}'));
+        }
+        // Some tokens carried only part of a character and waited for the next.
+        assert!(waited > 0);
+        detokenizer.advance(&codec, &ids, &mut got, true);
+        assert_eq!(got, whole);
+        // An output cut inside a character flushes it as the whole decode shows it.
+        let cut = (1..ids.len())
+            .find(|&n| {
+                codec
+                    .decode(&ids[..n])
+                    .expect("decode")
+                    .ends_with('\u{FFFD}')
+            })
+            .expect("a cut inside a character");
+        let mut detokenizer = Detokenizer::default();
+        let mut got = String::new();
+        for n in 1..=cut {
+            detokenizer.advance(&codec, &ids[..n], &mut got, n == cut);
+        }
+        assert_eq!(got, codec.decode(&ids[..cut]).expect("decode"));
+    }
 
     #[test]
     fn holds_back_a_possible_stop_prefix() {
