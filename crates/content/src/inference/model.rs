@@ -17,9 +17,10 @@
 //! Layout: the cache of each layer is `[slots, kv_heads, capacity, head_dim]` for keys and for
 //! values (half-precision vectors on the CPU, tensors elsewhere; on the CPU each (slot, key
 //! head)'s keys are blocks of 16 positions, dimension-major inside a block, see `attend`).
-//! Active sequences occupy consecutive slots (the engine compacts them as sequences leave). The tensor pass reads `narrow` views of it
-//! without copying, and runs grouped-query attention without repeating the keys: the query
-//! heads that share a key head are folded into the row dimension of one matmul.
+//! Active sequences occupy consecutive slots (the engine compacts them as sequences leave).
+//! The tensor pass reads `narrow` views of it without copying, and runs grouped-query
+//! attention without repeating the keys: the query heads that share a key head are folded
+//! into the row dimension of one matmul.
 
 use std::path::Path;
 use std::sync::Arc;

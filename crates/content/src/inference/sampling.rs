@@ -195,17 +195,21 @@ fn sample_body(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut 
     // A peaked distribution's nucleus is among the best few; a flat one's can be thousands
     // of tokens, found by bisecting for the logit where the mass above reaches `top_p`.
     let mut ids = best(logits, 64);
-    if nucleus_weights(&ids, &weights).1 < params.top_p as f64 * total {
+    let (mut kept, sum) = nucleus_weights(&ids, &weights);
+    if sum < params.top_p as f64 * total {
         let floor = nucleus_floor(logits, &weights, params.top_p * total as f32);
         let mut above: Vec<(i32, u32)> = logits
             .iter()
             .enumerate()
-            .filter_map(|(i, &l)| (order_key(l) >= floor).then_some((order_key(l), i as u32)))
+            .filter_map(|(i, &l)| {
+                let key = order_key(l);
+                (key >= floor).then_some((key, i as u32))
+            })
             .collect();
         above.sort_unstable_by(rank);
         ids = above.into_iter().map(|(_, id)| id).collect();
+        kept = nucleus_weights(&ids, &weights).0;
     }
-    let (kept, _) = nucleus_weights(&ids, &weights);
     let n = nucleus(&kept, total, params.top_p).unwrap_or(ids.len());
     draw(&ids[..n], &kept[..n], rng)
 }
