@@ -27,7 +27,8 @@
 //! `maddubs` multiplies them by the signed activation bytes directly, and a block's sums fit in
 //! 16-bit lanes until one `madd` per block: half the bytes and half the multiplies per input
 //! of the 8-bit AVX2 path (`kernel4`; AVX2 and scalar paths, the same bits). The offset m
-//! multiplies each block's activation sum, which the activations keep for these matrices.
+//! multiplies each block's activation sum times its scale, which the activations keep for
+//! these matrices (one product per block and row, not one per column group).
 
 use bytemuck::cast;
 
@@ -569,19 +570,19 @@ struct Activations {
     words: Vec<i32>,
     /// `[block][row]`.
     d: Vec<f32>,
-    /// `[block][row]`: the sum of the block's quantised values (exact in f32), which 4-bit
-    /// matrices need for their offsets m; empty otherwise.
-    sums: Vec<f32>,
+    /// `[block][row]`: the block's scale times the sum of its quantised values (exact in f32
+    /// before the product), which 4-bit matrices multiply by their offsets m; empty otherwise.
+    offsets: Vec<f32>,
 }
 
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
     /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
-    /// with `sums`, each block's sum is kept too. Runs with explicit AVX2 where the CPU has it
+    /// with `offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2 where the CPU has it
     /// (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows the blocks are
     /// spread over the pool (at 16 rows, done on the calling thread alone, it was a fifth of
     /// what that thread did alone while the other cores waited).
-    fn new(x: &[f32], rows: usize, inp: usize, path: Path, sums: bool) -> Self {
+    fn new(x: &[f32], rows: usize, inp: usize, path: Path, offsets: bool) -> Self {
         const PARALLEL_ROWS: usize = 8;
         let flip = if path == Path::Vnni { FLIP } else { 0 };
         let row_major = path == Path::Amx;
@@ -590,8 +591,8 @@ impl Activations {
         let padded = rows.div_ceil(padding) * padding;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
-        let mut total = vec![0f32; if sums { blocks * padded } else { 0 }];
-        // Parts are runs of whole blocks: each block's words, scales and sums are contiguous
+        let mut total = vec![0f32; if offsets { blocks * padded } else { 0 }];
+        // Parts are runs of whole blocks: each block's words, scales and offsets are contiguous
         // in either layout.
         let per_part = if rows >= PARALLEL_ROWS {
             pool::part_size(blocks, 1, 1)
@@ -637,7 +638,7 @@ impl Activations {
             row_major,
             words,
             d,
-            sums: total,
+            offsets: total,
         }
     }
 
@@ -668,7 +669,7 @@ struct Layout {
 }
 
 /// A run of whole blocks of the activations being quantised: the input rows, and the blocks'
-/// words, scales and (where kept) sums.
+/// words, scales and (where kept) offsets.
 struct Part<'a> {
     x: &'a [f32],
     inp: usize,
@@ -694,7 +695,8 @@ impl Part<'_> {
                 self.d[b * padded + r] = scale;
                 if !self.total.is_empty() {
                     let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
-                    self.total[b * padded + r] = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
+                    let sum = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
+                    self.total[b * padded + r] = scale * sum;
                 }
                 if row_major {
                     let at = (b * padded + r) * (BLOCK / STEP);
@@ -788,7 +790,13 @@ fn kernel(path: Path, tile: &Tile, out: &mut [[f32; COLS]]) {
         Path::Vnni => return vnni::kernel(tile, out),
         Path::Avx2 => {
             if let Some(simd) = pulp::x86::V3::try_new() {
-                return simd.vectorize(|| kernel_avx2(simd, tile, out));
+                // Padding rows cost as much as real ones: a tile computes only as many as it
+                // keeps.
+                return simd.vectorize(|| match out.len() {
+                    1 => kernel_avx2::<1>(simd, tile, out),
+                    2 => kernel_avx2::<2>(simd, tile, out),
+                    _ => kernel_avx2::<ROW_TILE>(simd, tile, out),
+                });
             }
         }
         Path::Scalar | Path::Amx => {}
@@ -828,37 +836,56 @@ fn kernel_scalar(tile: &Tile, out: &mut [[f32; COLS]]) {
     }
 }
 
+/// The 8-bit AVX2 tile (`R` rows computed, `out.len()` kept): `maddubs` needs one unsigned
+/// operand, so it multiplies the weights' magnitudes by the activations carrying the weights'
+/// signs, and `madd` widens each step's pairs to 32 bits (two steps' pairs could pass 16 bits).
+/// The rows are a fixed count, so each step's broadcasts read fixed offsets of one run of
+/// words and the loop over rows unrolls.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn kernel_avx2(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
+fn kernel_avx2<const R: usize>(simd: pulp::x86::V3, tile: &Tile, out: &mut [[f32; COLS]]) {
     use std::arch::x86_64::{__m256, __m256i};
+    const STEPS: usize = BLOCK / STEP;
     let (acts, first) = (tile.acts, tile.first);
-    let steps = BLOCK / STEP;
-    let n = out.len();
+    // Rows are padded to whole tiles, so a tile can compute `R` rows and keep `out.len()`.
+    debug_assert!(first + R <= acts.rows);
     let ones = simd.avx._mm256_set1_epi16(1);
-    let mut acc: [__m256; ROW_TILE] = [simd.avx._mm256_setzero_ps(); ROW_TILE];
-    for (b, dw) in tile.scales.iter().enumerate() {
-        let mut sums: [__m256i; ROW_TILE] = [simd.avx._mm256_setzero_si256(); ROW_TILE];
-        for s in 0..steps {
-            let w: __m256i = cast(tile.weights[b * steps + s]);
+    let mut acc: [__m256; R] = [simd.avx._mm256_setzero_ps(); R];
+    let blocks = tile
+        .weights
+        .as_chunks::<STEPS>()
+        .0
+        .iter()
+        .zip(tile.scales)
+        .zip(acts.words.chunks_exact(STEPS * acts.rows))
+        .zip(acts.d.chunks_exact(acts.rows));
+    for (((w, dw), words), d) in blocks {
+        let mut sums: [__m256i; R] = [simd.avx._mm256_setzero_si256(); R];
+        for (w, step) in w.iter().zip(words.chunks_exact(acts.rows)) {
+            let Some(a) = step[first..].first_chunk::<R>() else {
+                return;
+            };
+            let w: __m256i = cast(*w);
             let aw = simd.avx2._mm256_sign_epi8(w, w);
-            for (i, sum) in sums.iter_mut().enumerate().take(n) {
-                let word = acts.word(first + i, b, s);
-                let a = simd.avx._mm256_set1_epi32(word);
-                let sa = simd.avx2._mm256_sign_epi8(a, w);
+            for (sum, a) in sums.iter_mut().zip(a) {
+                let sa = simd
+                    .avx2
+                    ._mm256_sign_epi8(simd.avx._mm256_set1_epi32(*a), w);
                 let pairs = simd.avx2._mm256_maddubs_epi16(aw, sa);
                 *sum = simd
                     .avx2
                     ._mm256_add_epi32(*sum, simd.avx2._mm256_madd_epi16(pairs, ones));
             }
         }
+        let Some(da) = d[first..].first_chunk::<R>() else {
+            return;
+        };
         let dw: __m256 = cast(*dw);
-        for (i, a) in acc.iter_mut().enumerate().take(n) {
-            let da = simd.avx._mm256_set1_ps(acts.scale(first + i, b));
-            let scale = simd.avx._mm256_mul_ps(dw, da);
-            *a = simd
+        for ((acc, sum), da) in acc.iter_mut().zip(sums).zip(da) {
+            let scale = simd.avx._mm256_mul_ps(dw, simd.avx._mm256_set1_ps(*da));
+            *acc = simd
                 .fma
-                ._mm256_fmadd_ps(simd.avx._mm256_cvtepi32_ps(sums[i]), scale, *a);
+                ._mm256_fmadd_ps(simd.avx._mm256_cvtepi32_ps(sum), scale, *acc);
         }
     }
     for (lanes, a) in out.iter_mut().zip(acc) {
@@ -917,7 +944,7 @@ fn kernel4_scalar(tile: &Tile, min: &[[f32; COLS]], out: &mut [[f32; COLS]]) {
                 }
             }
             let da = acts.scale(r, b);
-            let offset = da * acts.sums[b * acts.rows + r];
+            let offset = acts.offsets[b * acts.rows + r];
             for c in 0..COLS {
                 acc[c] = (sums[c] as f32).mul_add(dw[c] * da, acc[c]);
                 acc[c] = m[c].mul_add(offset, acc[c]);
@@ -954,9 +981,9 @@ fn kernel4_avx2<const R: usize>(
         .zip(
             acts.d
                 .chunks_exact(acts.rows)
-                .zip(acts.sums.chunks_exact(acts.rows)),
+                .zip(acts.offsets.chunks_exact(acts.rows)),
         );
-    for (((w, (dw, m)), words), (d, sums)) in blocks {
+    for (((w, (dw, m)), words), (d, offsets)) in blocks {
         let mut wide: [__m256i; R] = [zero; R];
         for (w, two) in w.iter().zip(words.chunks_exact(2 * acts.rows)) {
             let v: __m256i = cast(*w);
@@ -983,9 +1010,9 @@ fn kernel4_avx2<const R: usize>(
                     ._mm256_add_epi16(*sum, simd.avx2._mm256_add_epi16(pe, po));
             }
         }
-        let (Some(da), Some(sa)) = (
+        let (Some(da), Some(oa)) = (
             d[first..].first_chunk::<R>(),
-            sums[first..].first_chunk::<R>(),
+            offsets[first..].first_chunk::<R>(),
         ) else {
             return;
         };
@@ -996,7 +1023,7 @@ fn kernel4_avx2<const R: usize>(
             *acc = simd
                 .fma
                 ._mm256_fmadd_ps(simd.avx._mm256_cvtepi32_ps(sum), scale, *acc);
-            let offset = simd.avx._mm256_set1_ps(da[i] * sa[i]);
+            let offset = simd.avx._mm256_set1_ps(oa[i]);
             *acc = simd.fma._mm256_fmadd_ps(m, offset, *acc);
         }
     }
