@@ -578,10 +578,10 @@ struct Activations {
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
     /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
-    /// with `offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2 where the CPU has it
-    /// (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows the blocks are
-    /// spread over the pool (at 16 rows, done on the calling thread alone, it was a fifth of
-    /// what that thread did alone while the other cores waited).
+    /// with `offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2
+    /// where the CPU has it (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows
+    /// the blocks are spread over the pool (at 16 rows, done on the calling thread alone, it
+    /// was a fifth of what that thread did alone while the other cores waited).
     fn new(x: &[f32], rows: usize, inp: usize, path: Path, offsets: bool) -> Self {
         const PARALLEL_ROWS: usize = 8;
         let flip = if path == Path::Vnni { FLIP } else { 0 };
