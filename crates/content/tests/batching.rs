@@ -69,11 +69,12 @@ fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
 /// Prefill tokens per step in the batch-equals-sequential test.
 const PREFILL_CHUNK: usize = DENSE_FROM_ROWS;
 
-/// `auto` is one of these by CPU: `hybrid` runs the 8-bit kernel and the f32 GEMM, `q4` the
-/// file's 4-bit blocks (and the 8-bit kernel for the head).
+/// `auto` is one of these by CPU: `q8_0` runs the 8-bit kernel alone, `hybrid` the 8-bit
+/// kernel and the f32 GEMM (for the prompt longer than a chunk), `q4` the file's 4-bit blocks
+/// (and the 8-bit kernel for the head).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_equals_sequential_token_for_token() {
-    for weights in ["hybrid", "q4"] {
+    for weights in ["q8_0", "hybrid", "q4"] {
         batch_equals_sequential(weights).await;
     }
 }

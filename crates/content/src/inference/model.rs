@@ -51,16 +51,16 @@ impl Arch {
 /// How the weight matrices are held in memory.
 ///
 /// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
-/// (`q8`) is the fastest decode path at every batch size. Where it runs on AVX-512 VNNI it is
-/// also the fastest prefill at every length (1.4-3.6x candle's f32 GEMM at 32-512 tokens), so
-/// `auto` holds the 8-bit copy only. With AVX2 alone it prefills faster up to about 190 tokens
-/// per chunk, beyond which the f32 GEMM over pre-transposed weights gains ~10%: `Hybrid`
-/// keeps both and uses the GEMM only for prefill chunks of `DENSE_FROM_ROWS`+ tokens. On such
-/// a CPU (measured on a 2-core AVX2-only EPYC) the 4-bit kernel over the file's own Q4_0/Q4_1
-/// blocks (`Q4`) beats both at every batch size and prompt length: half the bytes of the
-/// 8-bit copy and half its multiplies per input. Which path a row takes depends only on its
-/// own prompt, never on how many others share the step, so the same prompt and seed give the
-/// same text under any load.
+/// (`q8`) is the fastest decode path at every batch size. It is also the fastest prefill up to
+/// the default chunk of 512 tokens, against candle's f32 GEMM over pre-transposed weights, on
+/// AVX-512 VNNI (1.4-3.6x at 32-512 tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256,
+/// 0.96-1.32x at 512; Zen 1: 1.2-2.1x), so `auto` holds the 8-bit copy only. `Hybrid` keeps both and uses the GEMM for
+/// prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it only where the 8-bit kernel
+/// has no vector path. On a CPU without VNNI (measured on 2-core AVX2-only EPYCs, Zen 1 and
+/// Zen 3) the 4-bit kernel over the file's own Q4_0/Q4_1 blocks (`Q4`) beats the 8-bit copy at
+/// every batch size and prompt length: half the bytes and half the multiplies per input.
+/// Which path a row takes depends only on its own prompt, never on how many others share the
+/// step, so the same prompt and seed give the same text under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
@@ -102,6 +102,8 @@ impl WeightFormat {
                 WeightFormat::Q8
             } else if device.is_cpu() && config.four_bit {
                 WeightFormat::Q4
+            } else if device.is_cpu() && q8::has_vector_kernel() {
+                WeightFormat::Q8
             } else {
                 WeightFormat::Hybrid
             }),
@@ -122,8 +124,9 @@ impl WeightFormat {
     }
 }
 
-/// Prefill chunk length from which `Hybrid` uses the f32 GEMM (measured crossover with the
-/// AVX2 kernel: 256 tokens/s at 129 tokens against the GEMM's 221, 274 against 300 at 249).
+/// Prefill chunk length from which `Hybrid` uses the f32 GEMM (the crossover measured with an
+/// earlier 8-bit AVX2 kernel: 256 tokens/s at 129 tokens against the GEMM's 221, 274 against
+/// 300 at 249; the current kernel prefills faster than the GEMM up to 512 tokens on AVX2).
 pub const DENSE_FROM_ROWS: usize = 192;
 
 /// Shape of the network, read from the GGUF metadata.

@@ -103,6 +103,11 @@ pub fn has_vnni() -> bool {
     Path::detect() == Path::Vnni
 }
 
+/// Whether this CPU runs a vector kernel (VNNI or AVX2), not the scalar fallback.
+pub fn has_vector_kernel() -> bool {
+    Path::detect() != Path::Scalar
+}
+
 impl Path {
     fn detect() -> Path {
         #[cfg(target_arch = "x86_64")]
