@@ -54,13 +54,14 @@ impl Arch {
 /// (`q8`) is the fastest decode path at every batch size. It is also the fastest prefill up to
 /// the default chunk of 512 tokens, against candle's f32 GEMM over pre-transposed weights, on
 /// AVX-512 VNNI (1.4-3.6x at 32-512 tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256,
-/// 0.96-1.32x at 512; Zen 1: 1.2-2.1x), so `auto` holds the 8-bit copy only. `Hybrid` keeps both and uses the GEMM for
-/// prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it only where the 8-bit kernel
-/// has no vector path. On a CPU without VNNI (measured on 2-core AVX2-only EPYCs, Zen 1 and
-/// Zen 3) the 4-bit kernel over the file's own Q4_0/Q4_1 blocks (`Q4`) beats the 8-bit copy at
-/// every batch size and prompt length: half the bytes and half the multiplies per input.
-/// Which path a row takes depends only on its own prompt, never on how many others share the
-/// step, so the same prompt and seed give the same text under any load.
+/// 0.96-1.32x at 512; Zen 1: 1.2-2.1x), so `auto` holds the 8-bit copy only. `Hybrid` keeps
+/// both and uses the GEMM for prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it
+/// only where the 8-bit kernel has no vector path. On a CPU without VNNI (measured on 2-core
+/// AVX2-only EPYCs, Zen 1 and Zen 3) the 4-bit kernel over the file's own Q4_0/Q4_1 blocks
+/// (`Q4`) beats the 8-bit copy at every batch size and prompt length: half the bytes and half
+/// the multiplies per input. Which path a row takes depends only on its own prompt, never on
+/// how many others share the step, so the same prompt and seed give the same text under any
+/// load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
