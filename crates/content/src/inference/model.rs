@@ -51,10 +51,10 @@ impl Arch {
 /// How the weight matrices are held in memory.
 ///
 /// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
-/// (`q8`) is the fastest decode path at every batch size. It is also the fastest prefill up to
-/// the default chunk of 512 tokens, against candle's f32 GEMM over pre-transposed weights, on
-/// AVX-512 VNNI (1.4-3.6x at 32-512 tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256,
-/// 0.96-1.32x at 512; Zen 1: 1.2-2.1x), so `auto` holds the 8-bit copy only. `Hybrid` keeps
+/// (`q8`) is the fastest decode path at every batch size. Against candle's f32 GEMM over
+/// pre-transposed weights it is also the faster prefill on AVX-512 VNNI (1.4-3.6x at 32-512
+/// tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256, about level at the default chunk of
+/// 512, 0.96-1.32x; Zen 1: 1.2-2.1x at 32-512), so `auto` holds the 8-bit copy only. `Hybrid` keeps
 /// both and uses the GEMM for prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it
 /// only where the 8-bit kernel has no vector path. On a CPU without VNNI (measured on 2-core
 /// AVX2-only EPYCs, Zen 1 and Zen 3) the 4-bit kernel over the file's own Q4_0/Q4_1 blocks
@@ -127,7 +127,8 @@ impl WeightFormat {
 
 /// Prefill chunk length from which `Hybrid` uses the f32 GEMM (the crossover measured with an
 /// earlier 8-bit AVX2 kernel: 256 tokens/s at 129 tokens against the GEMM's 221, 274 against
-/// 300 at 249; the current kernel prefills faster than the GEMM up to 512 tokens on AVX2).
+/// 300 at 249; the current kernel prefills faster than the GEMM up to 256 tokens on AVX2 and
+/// about level with it at 512).
 pub const DENSE_FROM_ROWS: usize = 192;
 
 /// Shape of the network, read from the GGUF metadata.

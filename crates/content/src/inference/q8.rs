@@ -583,11 +583,11 @@ struct Activations {
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
     /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
-    /// with `offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2
+    /// with `keep_offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2
     /// where the CPU has it (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows
     /// the blocks are spread over the pool (at 16 rows, done on the calling thread alone, it
     /// was a fifth of what that thread did alone while the other cores waited).
-    fn new(x: &[f32], rows: usize, inp: usize, path: Path, offsets: bool) -> Self {
+    fn new(x: &[f32], rows: usize, inp: usize, path: Path, keep_offsets: bool) -> Self {
         const PARALLEL_ROWS: usize = 8;
         let flip = if path == Path::Vnni { FLIP } else { 0 };
         let row_major = path == Path::Amx;
@@ -596,7 +596,7 @@ impl Activations {
         let padded = rows.div_ceil(padding) * padding;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
-        let mut total = vec![0f32; if offsets { blocks * padded } else { 0 }];
+        let mut offsets = vec![0f32; if keep_offsets { blocks * padded } else { 0 }];
         // Parts are runs of whole blocks: each block's words, scales and offsets are contiguous
         // in either layout.
         let per_part = if rows >= PARALLEL_ROWS {
@@ -605,12 +605,12 @@ impl Activations {
             blocks.max(1)
         };
         let span = (per_part * padded).max(1);
-        let mut totals: Vec<&mut [f32]> = total.chunks_mut(span).collect();
-        totals.resize_with(blocks.div_ceil(per_part), Default::default);
+        let mut offset_parts: Vec<&mut [f32]> = offsets.chunks_mut(span).collect();
+        offset_parts.resize_with(blocks.div_ceil(per_part), Default::default);
         let parts: Vec<_> = words
             .chunks_mut(span * (BLOCK / STEP))
             .zip(d.chunks_mut(span))
-            .zip(totals)
+            .zip(offset_parts)
             .collect();
         let layout = Layout {
             flip,
@@ -618,7 +618,7 @@ impl Activations {
             padded,
         };
         let fill =
-            |part: usize, ((words, d), total): &mut ((&mut [i32], &mut [f32]), &mut [f32])| {
+            |part: usize, ((words, d), offsets): &mut ((&mut [i32], &mut [f32]), &mut [f32])| {
                 let first = part * per_part;
                 let part = Part {
                     x: &x[..rows * inp],
@@ -626,7 +626,7 @@ impl Activations {
                     blocks: first..(first + per_part).min(blocks),
                     words,
                     d,
-                    total,
+                    offsets,
                 };
                 #[cfg(target_arch = "x86_64")]
                 if let Some(simd) = pulp::x86::V3::try_new() {
@@ -643,7 +643,7 @@ impl Activations {
             row_major,
             words,
             d,
-            offsets: total,
+            offsets,
         }
     }
 
@@ -681,7 +681,7 @@ struct Part<'a> {
     blocks: std::ops::Range<usize>,
     words: &'a mut [i32],
     d: &'a mut [f32],
-    total: &'a mut [f32],
+    offsets: &'a mut [f32],
 }
 
 impl Part<'_> {
@@ -698,10 +698,10 @@ impl Part<'_> {
             for (b, values) in values.iter().enumerate() {
                 let (scale, w) = block(values);
                 self.d[b * padded + r] = scale;
-                if !self.total.is_empty() {
+                if !self.offsets.is_empty() {
                     let bytes = w.iter().flat_map(|w| (w ^ flip).to_le_bytes());
                     let sum = bytes.map(|q| q as i8 as i32).sum::<i32>() as f32;
-                    self.total[b * padded + r] = scale * sum;
+                    self.offsets[b * padded + r] = scale * sum;
                 }
                 if row_major {
                     let at = (b * padded + r) * (BLOCK / STEP);
