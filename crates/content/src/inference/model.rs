@@ -56,12 +56,14 @@ impl Arch {
 /// tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256, about level at the default chunk of
 /// 512, 0.96-1.32x; Zen 1: 1.2-2.1x at 32-512), so `auto` holds the 8-bit copy only. `Hybrid` keeps
 /// both and uses the GEMM for prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it
-/// only where the 8-bit kernel has no vector path. On a CPU without VNNI (measured on 2-core
-/// AVX2-only EPYCs, Zen 1 and Zen 3) the 4-bit kernel over the file's own Q4_0/Q4_1 blocks
-/// (`Q4`) beats the 8-bit copy at every batch size and prompt length: half the bytes and half
-/// the multiplies per input. Which path a row takes depends only on its own prompt, never on
-/// how many others share the step, so the same prompt and seed give the same text under any
-/// load.
+/// only where the 8-bit kernel has no vector path. The 4-bit kernel over the file's own
+/// Q4_0/Q4_1 blocks (`Q4`) reads half the bytes: on AVX2 alone (2-core EPYCs, Zen 1 and Zen 3)
+/// it also does half the multiplies per input and beats the 8-bit copy at every batch size and
+/// prompt length; with VNNI it takes the same instructions per input as the 8-bit kernel, and
+/// on a 2-core Zen 5 it decoded 1.04-1.3x faster at 1-32 sequences and prefilled level
+/// (0.92-1.68x). AMX CPUs keep the 8-bit copy, whose batches take the tile unit. Which path a
+/// row takes depends only on its own prompt, never on how many others share the step, so the
+/// same prompt and seed give the same text under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
@@ -81,10 +83,10 @@ pub enum WeightFormat {
 
 impl WeightFormat {
     /// `auto` is `file` when the model's f32 copy would exceed `f32_limit_bytes`; otherwise
-    /// `q8_0` on a CPU whose 8-bit kernel has VNNI (fastest at every prompt length there),
-    /// `q4` on other CPUs when the layers are 4-bit blocks (the 4-bit AVX2 kernel does half
-    /// the multiplies of the 8-bit one; on a 2-core AVX2-only EPYC it was fastest at every
-    /// prompt length and batch), `hybrid` elsewhere.
+    /// `q4` on a CPU when the layers are 4-bit blocks, unless it has AMX (half the bytes of
+    /// the 8-bit copy; fastest at every batch on the CPUs measured, see the type's doc);
+    /// `q8_0` on AMX CPUs and, for other files, wherever the 8-bit kernel has a vector path
+    /// (AVX2 or VNNI); `hybrid` elsewhere.
     pub fn choose(
         requested: &str,
         config: &Config,
@@ -99,9 +101,7 @@ impl WeightFormat {
             "hybrid" => Ok(WeightFormat::Hybrid),
             "auto" => Ok(if config.params.saturating_mul(4) > f32_limit_bytes {
                 WeightFormat::File
-            } else if device.is_cpu() && q8::has_vnni() {
-                WeightFormat::Q8
-            } else if device.is_cpu() && config.four_bit {
+            } else if device.is_cpu() && config.four_bit && !q8::has_amx() {
                 WeightFormat::Q4
             } else if device.is_cpu() && q8::has_vector_kernel() {
                 WeightFormat::Q8

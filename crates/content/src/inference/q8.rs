@@ -26,9 +26,12 @@
 //! q in 0..=15; `Q8Matrix::from_q4`), two steps per 32 bytes. Their values are unsigned, so
 //! `maddubs` multiplies them by the signed activation bytes directly, and a block's sums fit in
 //! 16-bit lanes until one `madd` per block: half the bytes and half the multiplies per input
-//! of the 8-bit AVX2 path (`kernel4`; AVX2 and scalar paths, the same bits). The offset m
-//! multiplies each block's activation sum times its scale, which the activations keep for
-//! these matrices (one product per block and row, not one per column group).
+//! of the 8-bit AVX2 path (`kernel4`; AVX2 and scalar paths, the same bits). With VNNI,
+//! `vpdpbusd` takes the 4-bit values as its unsigned operand, two column groups at a time
+//! (`vnni::pair4`, the same bits again): the instructions per input of the 8-bit VNNI path on
+//! half its bytes. The offset m multiplies each block's activation sum times its scale, which
+//! the activations keep for these matrices (one product per block and row, not one per column
+//! group).
 
 use bytemuck::cast;
 
@@ -98,11 +101,6 @@ pub fn use_amx(on: bool) {
 
 static AMX_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether this CPU runs the VNNI kernel.
-pub fn has_vnni() -> bool {
-    Path::detect() == Path::Vnni
-}
-
 /// Whether this CPU runs a vector kernel (VNNI or AVX2), not the scalar fallback.
 pub fn has_vector_kernel() -> bool {
     Path::detect() != Path::Scalar
@@ -126,7 +124,8 @@ impl Path {
         Path::Scalar
     }
 
-    /// The path for 4-bit matrices, which have no VNNI kernel (a VNNI CPU has AVX2).
+    /// The path for one column group of a 4-bit matrix: VNNI CPUs take 4-bit groups in pairs
+    /// only (`vnni::pair4`), and a group left alone takes the AVX2 kernel (which they have).
     fn four_bit(self) -> Path {
         match self {
             Path::Vnni => Path::Avx2,
@@ -437,7 +436,7 @@ impl Q8Matrix {
         debug_assert!(matrices.iter().all(|m| m.inp == inp));
         let rows = x.len() / inp;
         let path = if four {
-            Path::detect().four_bit()
+            Path::detect()
         } else {
             let tiles = matrices.iter().all(|m| m.has_tiles());
             Path::detect().for_rows(rows, tiles)
@@ -474,6 +473,11 @@ impl Q8Matrix {
 
     /// Every row against column group `g`, into `out` (`[rows]` of 8 lanes).
     fn group(&self, path: Path, acts: &Activations, g: usize, out: &mut [[f32; COLS]]) {
+        let path = if self.is_four_bit() {
+            path.four_bit()
+        } else {
+            path
+        };
         let rows = path.row_tile();
         for (i, out) in out.chunks_mut(rows).enumerate() {
             kernel(path, &self.tile(acts, g, i * rows), out);
@@ -495,8 +499,8 @@ impl Q8Matrix {
     }
 
     /// Consecutive column groups from `first` into `lanes` (`[group][row]`, `rows` per
-    /// group). The VNNI path takes them two at a time (`vnni::pair`: 16 columns per 512-bit
-    /// instruction, so each activation broadcast serves twice the columns).
+    /// group). The VNNI path takes them two at a time (`vnni::pair`, `vnni::pair4`: 16 columns
+    /// per 512-bit instruction, so each activation broadcast serves twice the columns).
     fn groups(
         &self,
         path: Path,
@@ -522,7 +526,11 @@ impl Q8Matrix {
                         self.tile(acts, g, i * tile),
                         self.tile(acts, g + 1, i * tile),
                     );
-                    vnni::pair(&ta, &tb, a, b);
+                    if ta.min.is_some() {
+                        vnni::pair4(&ta, &tb, a, b);
+                    } else {
+                        vnni::pair(&ta, &tb, a, b);
+                    }
                 }
                 (g, rest) = (g + 2, tail);
                 continue;
@@ -567,7 +575,7 @@ fn scatter(lanes: &[[f32; COLS]], rows: usize, cols: &mut [&mut [f32]]) {
 struct Activations {
     /// Rows stored (the real rows, padded).
     rows: usize,
-    /// `FLIP` where the words hold bytes offset by 128 (the VNNI path), else 0.
+    /// `FLIP` where the words hold bytes offset by 128 (the VNNI path, 8-bit weights), else 0.
     flip: i32,
     /// Whether `words` is `[block][row][step]` (the AMX path).
     row_major: bool,
@@ -582,21 +590,27 @@ struct Activations {
 
 impl Activations {
     /// Quantises `rows` rows of `inp` values (rounding half to even) for `path`: the VNNI
-    /// path multiplies each byte plus 128 (unsigned), the AMX path reads the row-major layout;
-    /// with `keep_offsets`, each block's scale times its sum is kept too. Runs with explicit AVX2
-    /// where the CPU has it (the scalar path gives the same bytes); from `PARALLEL_ROWS` rows
-    /// the blocks are spread over the pool (at 16 rows, done on the calling thread alone, it
-    /// was a fifth of what that thread did alone while the other cores waited).
-    fn new(x: &[f32], rows: usize, inp: usize, path: Path, keep_offsets: bool) -> Self {
+    /// path multiplies each byte plus 128 (unsigned) by 8-bit weights, the AMX path reads the
+    /// row-major layout. For 4-bit weights (`four_bit`), which are the unsigned operand on
+    /// every path, the bytes stay signed and each block's scale times its sum is kept too.
+    /// Runs with explicit AVX2 where the CPU has it (the scalar path gives the same bytes);
+    /// from `PARALLEL_ROWS` rows the blocks are spread over the pool (at 16 rows, done on the
+    /// calling thread alone, it was a fifth of what that thread did alone while the other
+    /// cores waited).
+    fn new(x: &[f32], rows: usize, inp: usize, path: Path, four_bit: bool) -> Self {
         const PARALLEL_ROWS: usize = 8;
-        let flip = if path == Path::Vnni { FLIP } else { 0 };
+        let flip = if path == Path::Vnni && !four_bit {
+            FLIP
+        } else {
+            0
+        };
         let row_major = path == Path::Amx;
         let padding = path.row_tile().max(VNNI_ROWS);
         let blocks = inp / BLOCK;
         let padded = rows.div_ceil(padding) * padding;
         let mut words = vec![flip; blocks * (BLOCK / STEP) * padded];
         let mut d = vec![0f32; blocks * padded];
-        let mut offsets = vec![0f32; if keep_offsets { blocks * padded } else { 0 }];
+        let mut offsets = vec![0f32; if four_bit { blocks * padded } else { 0 }];
         // Parts are runs of whole blocks: each block's words, scales and offsets are contiguous
         // in either layout.
         let per_part = if rows >= PARALLEL_ROWS {
@@ -1066,6 +1080,7 @@ mod vnni {
         _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
         _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512,
     };
+    use std::arch::x86_64::{_mm512_and_si512, _mm512_set1_epi8, _mm512_srli_epi32};
 
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 
@@ -1168,15 +1183,17 @@ mod vnni {
     }
 
     /// Prefetches the block of weights `AHEAD` blocks past `block` (one group's 32-byte
-    /// steps, four cache lines). Past a group's last block that is the next group's first,
-    /// which the next call reads.
+    /// vectors of a block: four cache lines of 8-bit weights, two of 4-bit). Past a group's
+    /// last block that is the next group's first, which the next call reads.
     #[inline(always)]
-    fn ahead<T>(block: *const T) {
+    fn ahead<T>(block: &T) {
         const AHEAD: usize = 4;
         const LINE: usize = 64;
-        const BYTES: usize = BLOCK / STEP * 32;
-        let at = block.cast::<i8>().wrapping_add(AHEAD * BYTES);
-        for line in 0..BYTES / LINE {
+        let bytes = std::mem::size_of::<T>();
+        let at = std::ptr::from_ref(block)
+            .cast::<i8>()
+            .wrapping_add(AHEAD * bytes);
+        for line in 0..bytes.div_ceil(LINE) {
             // SAFETY: a prefetch is a hint: it never faults and changes no state the program
             // can observe, whatever the address (the pointer is never dereferenced).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line * LINE)) };
@@ -1210,8 +1227,8 @@ mod vnni {
             // The first tile of rows reads the weights from memory (later tiles find them in
             // cache): ask for both groups' lines a few blocks ahead.
             if first == 0 {
-                ahead(wa.as_ptr());
-                ahead(wb.as_ptr());
+                ahead(wa);
+                ahead(wb);
             }
             let mut sums: [[__m512i; R]; C] = [[zero; R]; C];
             sums[0] = [super::join(cast(*ba), cast(*bb)); R];
@@ -1240,6 +1257,114 @@ mod vnni {
                 }
                 let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx[i]));
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate().take(n) {
+            let bits = _mm512_castps_si512(*acc);
+            out_a[i] = cast(_mm512_castsi512_si256(bits));
+            out_b[i] = cast(_mm512_extracti64x4_epi64::<1>(bits));
+        }
+    }
+
+    /// Two column groups of a 4-bit matrix (the same rows) at once, as `pair` does for 8-bit
+    /// weights: a 32-byte vector of each group holds two steps (low and high nibbles), which
+    /// a mask and a shift split into two 512-bit vectors of unsigned values 0 to 15, the
+    /// operand `vpdpbusd` wants unsigned; the activations stay signed. The same exact integer
+    /// sums per block and row as `kernel4`, and the same float steps per lane (the scaled sum,
+    /// then the offset m times the block's activation offset), so the same bits.
+    pub(super) fn pair4(a: &Tile, b: &Tile, out_a: &mut [[f32; COLS]], out_b: &mut [[f32; COLS]]) {
+        debug_assert!(std::arch::is_x86_feature_detected!("avx512vnni"));
+        debug_assert!(a.min.is_some() && b.min.is_some());
+        // SAFETY: as in `pair`.
+        unsafe { pair4_vnni(a, b, out_a, out_b) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    fn pair4_vnni(a: &Tile, b: &Tile, out_a: &mut [[f32; COLS]], out_b: &mut [[f32; COLS]]) {
+        match out_a.len() {
+            1 => pair4_rows_chains::<1, 4>(a, b, out_a, out_b),
+            2 => pair4_rows_chains::<2, 2>(a, b, out_a, out_b),
+            3 | 4 => pair4_rows_chains::<4, 1>(a, b, out_a, out_b),
+            _ => pair4_rows_chains::<VNNI_ROWS, 1>(a, b, out_a, out_b),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    fn pair4_rows_chains<const R: usize, const C: usize>(
+        ta: &Tile,
+        tb: &Tile,
+        out_a: &mut [[f32; COLS]],
+        out_b: &mut [[f32; COLS]],
+    ) {
+        const PAIRS: usize = BLOCK / STEP / 2;
+        let (acts, first) = (ta.acts, ta.first);
+        debug_assert!(first + R <= acts.rows);
+        let (Some(ma), Some(mb)) = (ta.min, tb.min) else {
+            return;
+        };
+        let n = out_a.len().min(R);
+        let zero = _mm512_setzero_si512();
+        let low = _mm512_set1_epi8(0x0F);
+        let mut acc: [__m512; R] = [_mm512_setzero_ps(); R];
+        let blocks = ta
+            .weights
+            .as_chunks::<PAIRS>()
+            .0
+            .iter()
+            .zip(tb.weights.as_chunks::<PAIRS>().0)
+            .zip(ta.scales.iter().zip(tb.scales))
+            .zip(ma.iter().zip(mb))
+            .zip(acts.words.chunks_exact(2 * PAIRS * acts.rows))
+            .zip(
+                acts.d
+                    .chunks_exact(acts.rows)
+                    .zip(acts.offsets.chunks_exact(acts.rows)),
+            );
+        for (((((wa, wb), (da_, db_)), (ma, mb)), words), (d, offsets)) in blocks {
+            if first == 0 {
+                ahead(wa);
+                ahead(wb);
+            }
+            let mut sums: [[__m512i; R]; C] = [[zero; R]; C];
+            for (p, ((wa, wb), two)) in wa
+                .iter()
+                .zip(wb)
+                .zip(words.chunks_exact(2 * acts.rows))
+                .enumerate()
+            {
+                let v = super::join(cast(*wa), cast(*wb));
+                let lo = _mm512_and_si512(v, low);
+                // 32-bit shifts carry a byte's low bits into its neighbour's high nibble,
+                // which the mask clears.
+                let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v), low);
+                let (even, odd) = two.split_at(acts.rows);
+                let (Some(even), Some(odd)) = (
+                    even[first..].first_chunk::<R>(),
+                    odd[first..].first_chunk::<R>(),
+                ) else {
+                    return;
+                };
+                for ((sum, e), o) in sums[p % C].iter_mut().zip(even).zip(odd) {
+                    *sum = _mm512_dpbusd_epi32(*sum, lo, _mm512_set1_epi32(*e));
+                    *sum = _mm512_dpbusd_epi32(*sum, hi, _mm512_set1_epi32(*o));
+                }
+            }
+            let (Some(dx), Some(ox)) = (
+                d[first..].first_chunk::<R>(),
+                offsets[first..].first_chunk::<R>(),
+            ) else {
+                return;
+            };
+            let dw = _mm512_castsi512_ps(super::join(cast(*da_), cast(*db_)));
+            let m = _mm512_castsi512_ps(super::join(cast(*ma), cast(*mb)));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let mut sum = sums[0][i];
+                for chain in &sums[1..] {
+                    sum = _mm512_add_epi32(sum, chain[i]);
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx[i]));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
+                *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(ox[i]), *acc);
             }
         }
         for (i, acc) in acc.iter().enumerate().take(n) {
@@ -1753,6 +1878,32 @@ mod tests {
             for r in 0..rows {
                 let alone = m.matmul(&x[r * inp..(r + 1) * inp]);
                 assert_eq!(alone, together[r * out..(r + 1) * out], "row {r} of {rows}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vnni_four_bit_pair_equals_the_scalar_path() {
+        if Path::detect() != Path::Vnni {
+            return;
+        }
+        let (out, inp) = (16, 128);
+        for layout in [Q4Blocks::Q4_0, Q4Blocks::Q4_1] {
+            let (m, _) = four_bit(out, inp, 17, layout);
+            for rows in [1, 2, 3, 4, 7, 8, 16, 21] {
+                let x = matrix(rows, inp, 70 + rows as u64);
+                let acts = Activations::new(&x, rows, inp, Path::Vnni, true);
+                for first in (0..rows).step_by(VNNI_ROWS) {
+                    let n = VNNI_ROWS.min(rows - first);
+                    let (ta, tb) = (m.tile(&acts, 0, first), m.tile(&acts, 1, first));
+                    let (mut a, mut b) = (vec![[0f32; COLS]; n], vec![[0f32; COLS]; n]);
+                    vnni::pair4(&ta, &tb, &mut a, &mut b);
+                    let (mut sa, mut sb) = (vec![[0f32; COLS]; n], vec![[0f32; COLS]; n]);
+                    kernel4_scalar(&ta, ta.min.expect("4-bit"), &mut sa);
+                    kernel4_scalar(&tb, tb.min.expect("4-bit"), &mut sb);
+                    assert_eq!((a, b), (sa, sb), "{layout:?}, {rows} rows from {first}");
+                }
             }
         }
     }
