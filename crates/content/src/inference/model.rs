@@ -1077,6 +1077,60 @@ impl Cache {
 mod tests {
     use super::*;
 
+    /// `auto` on this CPU, for the default model's shape with and without 4-bit layers, and
+    /// for a model over the f32 limit; the forced formats as asked.
+    #[test]
+    fn auto_picks_the_weights_by_size_file_and_cpu() {
+        let mut config = Config {
+            arch: Arch::Llama,
+            vocab: 49152,
+            dim: 576,
+            layers: 30,
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+            ffn: 1536,
+            rope_theta: 100_000.0,
+            rms_eps: 1e-5,
+            context_length: 2048,
+            params: 134_515_008,
+            four_bit: true,
+        };
+        let cpu = Device::Cpu;
+        let choose = |config: &Config, requested: &str, limit: usize| {
+            WeightFormat::choose(requested, config, limit, &cpu).expect("a known format")
+        };
+        let four_bit = if q8::has_amx() {
+            WeightFormat::Q8
+        } else {
+            WeightFormat::Q4
+        };
+        assert_eq!(choose(&config, "auto", usize::MAX), four_bit);
+        // The f32 copy (four bytes a weight) over the limit keeps the file's own blocks.
+        assert_eq!(
+            choose(&config, "auto", 4 * config.params - 1),
+            WeightFormat::File
+        );
+        assert_eq!(choose(&config, "auto", 4 * config.params), four_bit);
+        config.four_bit = false;
+        let eight_bit = if q8::has_vector_kernel() {
+            WeightFormat::Q8
+        } else {
+            WeightFormat::Hybrid
+        };
+        assert_eq!(choose(&config, "auto", usize::MAX), eight_bit);
+        for format in [
+            WeightFormat::F32,
+            WeightFormat::Q8,
+            WeightFormat::Q4,
+            WeightFormat::File,
+            WeightFormat::Hybrid,
+        ] {
+            assert_eq!(choose(&config, format.as_str(), usize::MAX), format);
+        }
+        assert!(WeightFormat::choose("q5", &config, usize::MAX, &cpu).is_err());
+    }
+
     /// The CPU pass (vectors, the project's kernels) and the tensor pass other devices run
     /// (candle operations, a mask) compute the same model: on the real default model, for a
     /// prefill chunk of each of two sequences and a decode step of both together, the logits
