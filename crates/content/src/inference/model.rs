@@ -865,6 +865,9 @@ pub struct Cache {
     head_dim: usize,
     capacity: usize,
     max_context: usize,
+    /// A step's new keys and values in half precision on their way into the CPU store (kept
+    /// between layers and steps, so that writing them allocates nothing).
+    halves: [Vec<u16>; 2],
 }
 
 /// Keys and values of every layer: on the CPU narrowed to half precision (`attend::narrow`).
@@ -902,6 +905,7 @@ impl Cache {
             head_dim: cfg.head_dim,
             capacity,
             max_context,
+            halves: Default::default(),
         };
         let len = cache.layer_len(capacity);
         cache.store = if !tensors {
@@ -1049,9 +1053,9 @@ impl Cache {
         let Store::Cpu { k, v } = &mut self.store else {
             candle_core::bail!("the cache is not a CPU cache")
         };
-        let (mut keys_half, mut values_half) = (Vec::new(), Vec::new());
-        attend::narrow_all(keys, &mut keys_half);
-        attend::narrow_all(values, &mut values_half);
+        let [keys_half, values_half] = &mut self.halves;
+        attend::narrow_all(keys, keys_half);
+        attend::narrow_all(values, values_half);
         for (i, r) in rows.iter().enumerate() {
             for j in 0..tokens {
                 let at = (i * tokens + j) * kvh * hd;

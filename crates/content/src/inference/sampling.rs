@@ -177,27 +177,42 @@ fn sample_body(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut 
         return draw(&ids[..kept], &weights[..kept], rng);
     }
     // Written by a loop rather than collected: `collect` is not inlined here, and outside
-    // this function's vector features `exp`'s fused multiply-adds are library calls.
-    let mut weights = vec![0f32; len];
+    // this function's vector features `exp`'s fused multiply-adds are library calls. The
+    // vector is the thread's own, kept between rows.
+    let mut weights = WEIGHTS.take();
+    weights.clear();
+    weights.resize(len, 0.0);
     for (w, &l) in weights.iter_mut().zip(logits.iter()) {
         *w = weight(l);
     }
-    let total = lanes(&weights, 0.0, |a, w| a + w)
+    let id = whole_vocabulary(logits, &weights, params.top_p, rng);
+    WEIGHTS.set(weights);
+    id
+}
+
+thread_local! {
+    /// The whole-vocabulary path's weights (196 KB for the default model's vocabulary).
+    static WEIGHTS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A draw from the nucleus of the whole vocabulary, whose `weights` (one per logit) are
+/// computed.
+#[inline(always)]
+fn whole_vocabulary(logits: &[f32], weights: &[f32], top_p: f32, rng: &mut SplitMix64) -> u32 {
+    let total = lanes(weights, 0.0, |a, w| a + w)
         .iter()
         .map(|&s| s as f64)
         .sum();
-    if params.top_p >= 1.0 {
+    if top_p >= 1.0 {
         // The whole vocabulary is the nucleus: its order does not change the distribution.
-        let ids: Vec<u32> = (0..len as u32).collect();
-        let weights: Vec<f64> = weights.iter().map(|&w| w as f64).collect();
-        return draw(&ids, &weights, rng);
+        return draw_each(weights.iter().map(|&w| w as f64), rng);
     }
     // A peaked distribution's nucleus is among the best few; a flat one's can be thousands
     // of tokens, found by bisecting for the logit where the mass above reaches `top_p`.
     let mut ids = best(logits, 64);
-    let (mut kept, sum) = nucleus_weights(&ids, &weights);
-    if sum < params.top_p as f64 * total {
-        let floor = nucleus_floor(logits, &weights, params.top_p * total as f32);
+    let (mut kept, sum) = nucleus_weights(&ids, weights);
+    if sum < top_p as f64 * total {
+        let floor = nucleus_floor(logits, weights, top_p * total as f32);
         let mut above: Vec<(i32, u32)> = logits
             .iter()
             .enumerate()
@@ -208,9 +223,9 @@ fn sample_body(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut 
             .collect();
         above.sort_unstable_by(rank);
         ids = above.into_iter().map(|(_, id)| id).collect();
-        kept = nucleus_weights(&ids, &weights).0;
+        kept = nucleus_weights(&ids, weights).0;
     }
-    let n = nucleus(&kept, total, params.top_p).unwrap_or(ids.len());
+    let n = nucleus(&kept, total, top_p).unwrap_or(ids.len());
     draw(&ids[..n], &kept[..n], rng)
 }
 
@@ -292,20 +307,27 @@ fn nucleus(weights: &[f64], total: f64, top_p: f32) -> Option<usize> {
 
 /// One draw from `ids` in proportion to `weights`.
 fn draw(ids: &[u32], weights: &[f64], rng: &mut SplitMix64) -> u32 {
-    let mass: f64 = weights.iter().sum();
+    ids[draw_each(weights.iter().copied(), rng) as usize]
+}
+
+/// One draw of a position in proportion to `weights` (walked twice: the sum, then the draw).
+#[inline(always)]
+fn draw_each(weights: impl Iterator<Item = f64> + Clone, rng: &mut SplitMix64) -> u32 {
+    let mass: f64 = weights.clone().sum();
     let mut u = rng.next_f64() * mass;
-    for (id, w) in ids.iter().zip(weights) {
-        if u < *w {
-            return *id;
+    let (mut last, mut positive) = (0, None);
+    for (i, w) in weights.enumerate() {
+        if u < w {
+            return i as u32;
         }
         u -= w;
+        last = i;
+        if w > 0.0 {
+            positive = Some(i);
+        }
     }
     // Rounding left a sliver past the last: the last with any weight.
-    ids.iter()
-        .zip(weights)
-        .rev()
-        .find(|(_, w)| **w > 0.0)
-        .map_or(ids[ids.len() - 1], |(id, _)| *id)
+    positive.unwrap_or(last) as u32
 }
 
 /// [`f32::total_cmp`]'s order as integers (the key it compares), so that a pass over the
