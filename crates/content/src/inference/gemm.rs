@@ -104,8 +104,9 @@ impl Dense {
         y.resize(rows * self.out, 0.0);
         // Work items are groups of panels; each owns its columns of every row of `y`, so the
         // kernels write the rows in place.
-        let owned = pool::column_parts(y, self.out, NR * GROUP);
-        debug_assert_eq!(owned.len(), groups);
+        let mut columns = pool::column_parts(y, self.out, NR * GROUP);
+        let owned: Vec<_> = columns.chunks_mut(rows.max(1)).collect();
+        debug_assert!(rows == 0 || owned.len() == groups);
         pool::for_each_part(owned, |group, item| {
             for chunk in (0..rows).step_by(MC) {
                 let chunk = chunk..(chunk + MC).min(rows);

@@ -369,13 +369,17 @@ impl Q8Matrix {
         let total: usize = matrices.iter().map(|m| m.groups).sum();
         // Even, so the VNNI path's pairs of groups never split across items.
         let size = pool::part_size(total, 4, 2);
+        let mut columns: Vec<Vec<&mut [f32]>> = matrices
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(m, y)| {
+                y.resize(rows * m.out, 0.0);
+                pool::column_parts(y, m.out, size * COLS)
+            })
+            .collect();
         let mut parts = Vec::new();
-        for (i, (m, y)) in matrices.iter().zip(ys.iter_mut()).enumerate() {
-            y.resize(rows * m.out, 0.0);
-            for (j, cols) in pool::column_parts(y, m.out, size * COLS)
-                .into_iter()
-                .enumerate()
-            {
+        for (i, columns) in columns.iter_mut().enumerate() {
+            for (j, cols) in columns.chunks_mut(rows.max(1)).enumerate() {
                 parts.push((i, j * size, cols));
             }
         }
@@ -417,7 +421,8 @@ impl Q8Matrix {
         // Items are column groups, each computed for both matrices.
         let size = pool::part_size(a.groups, 2, 2);
         y.resize(rows * a.out, 0.0);
-        let parts = pool::column_parts(y, a.out, size * COLS);
+        let mut columns = pool::column_parts(y, a.out, size * COLS);
+        let parts: Vec<_> = columns.chunks_mut(rows.max(1)).collect();
         pool::for_each_part(parts, |j, cols| {
             let own = j * size..((j + 1) * size).min(a.groups);
             LANES.with_borrow_mut(|[la, lb]| {
