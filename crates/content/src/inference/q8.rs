@@ -1043,11 +1043,7 @@ fn kernel4_avx2<const R: usize>(
             let hi = simd
                 .avx2
                 ._mm256_and_si256(simd.avx2._mm256_srli_epi16::<4>(v), low);
-            let (even, odd) = two.split_at(acts.rows);
-            let (Some(even), Some(odd)) = (
-                even[first..].first_chunk::<R>(),
-                odd[first..].first_chunk::<R>(),
-            ) else {
+            let Some((even, odd)) = step_pair::<R>(two, acts.rows, first) else {
                 return;
             };
             for ((sum, e), o) in wide.iter_mut().zip(even).zip(odd) {
@@ -1082,6 +1078,22 @@ fn kernel4_avx2<const R: usize>(
     for (lanes, a) in out.iter_mut().zip(acc) {
         *lanes = cast(a);
     }
+}
+
+/// A 4-bit block's pair of steps for rows `first..first + R`: `two` holds the even step's
+/// words of every stored row (`rows`), then the odd step's. `None` only if the rows run past
+/// the padding, which the 4-bit kernels' callers rule out.
+#[inline(always)]
+fn step_pair<const R: usize>(
+    two: &[i32],
+    rows: usize,
+    first: usize,
+) -> Option<(&[i32; R], &[i32; R])> {
+    let (even, odd) = two.split_at(rows);
+    Some((
+        even.get(first..)?.first_chunk::<R>()?,
+        odd.get(first..)?.first_chunk::<R>()?,
+    ))
 }
 
 /// Two 256-bit halves as one 512-bit register (`lo` in lanes 0-7): the VNNI pair kernel joins
@@ -1405,11 +1417,7 @@ mod vnni {
                 // 32-bit shifts carry a byte's low bits into its neighbour's high nibble,
                 // which the mask clears.
                 let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v), low);
-                let (even, odd) = two.split_at(acts.rows);
-                let (Some(even), Some(odd)) = (
-                    even[first..].first_chunk::<R>(),
-                    odd[first..].first_chunk::<R>(),
-                ) else {
+                let Some((even, odd)) = super::step_pair::<R>(two, acts.rows, first) else {
                     return;
                 };
                 for ((sum, e), o) in sums[p % C].iter_mut().zip(even).zip(odd) {
