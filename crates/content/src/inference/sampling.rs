@@ -178,9 +178,8 @@ fn sample_body(logits: &mut [f32], params: &Sampling, recent: &[u32], rng: &mut 
     }
     // Written by a loop rather than collected: `collect` is not inlined here, and outside
     // this function's vector features `exp`'s fused multiply-adds are library calls. The
-    // vector is the thread's own, kept between rows.
+    // vector is the thread's own, kept between rows, and not cleared: every value is written.
     let mut weights = WEIGHTS.take();
-    weights.clear();
     weights.resize(len, 0.0);
     for (w, &l) in weights.iter_mut().zip(logits.iter()) {
         *w = weight(l);
