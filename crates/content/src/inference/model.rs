@@ -50,20 +50,20 @@ impl Arch {
 
 /// How the weight matrices are held in memory.
 ///
-/// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's 8-bit kernel
-/// (`q8`) is the fastest decode path at every batch size. Against candle's f32 GEMM over
-/// pre-transposed weights it is also the faster prefill on AVX-512 VNNI (1.4-3.6x at 32-512
-/// tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256, about level at the default chunk of
-/// 512, 0.96-1.32x; Zen 1: 1.2-2.1x at 32-512), so `auto` holds the 8-bit copy only. `Hybrid` keeps
-/// both and uses the GEMM for prefill chunks of `DENSE_FROM_ROWS`+ tokens; `auto` picks it
-/// only where the 8-bit kernel has no vector path. The 4-bit kernel over the file's own
-/// Q4_0/Q4_1 blocks (`Q4`) reads half the bytes: on AVX2 alone (2-core EPYCs, Zen 1 and Zen 3)
-/// it also does half the multiplies per input and beats the 8-bit copy at every batch size and
-/// prompt length; with VNNI it takes the same instructions per input as the 8-bit kernel, and
-/// on a 2-core Zen 5 it decoded 1.04-1.3x faster at 1-32 sequences and prefilled level
-/// (0.92-1.68x). AMX CPUs keep the 8-bit copy, whose batches take the tile unit. Which path a
-/// row takes depends only on its own prompt, never on how many others share the step, so the
-/// same prompt and seed give the same text under any load.
+/// Measured on 2 CPU cores with SmolLM2-135M (bench/README.md): the project's integer kernels
+/// (`q8`: 8-bit, and 4-bit below) are the fastest decode paths at every batch size. Against
+/// candle's f32 GEMM over pre-transposed weights the 8-bit kernel is also the faster prefill on
+/// AVX-512 VNNI (1.4-3.6x at 32-512 tokens) and on AVX2 alone (Zen 3: 1.3-4.0x at 32-256, about
+/// level at the default chunk of 512, 0.96-1.32x; Zen 1: 1.2-2.1x at 32-512), so `auto` keeps
+/// no f32 copy. `Hybrid` keeps both and uses the GEMM for prefill chunks of `DENSE_FROM_ROWS`+
+/// tokens; `auto` picks it only where the 8-bit kernel has no vector path. The 4-bit kernel
+/// over the file's own Q4_0/Q4_1 blocks (`Q4`) reads half the bytes: on AVX2 alone (2-core
+/// EPYCs, Zen 1 and Zen 3) it also does half the multiplies per input and beats the 8-bit copy
+/// at every batch size and prompt length; with VNNI it takes the same instructions per input as
+/// the 8-bit kernel, and on a 2-core Zen 5 it decoded 1.04-1.3x faster at 1-32 sequences and
+/// prefilled level (0.92-1.68x). AMX CPUs keep the 8-bit copy, whose batches take the tile
+/// unit. Which path a row takes depends only on its own prompt, never on how many others share
+/// the step, so the same prompt and seed give the same text under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
