@@ -66,26 +66,36 @@ struct Rates {
     end_to_end: f64,
 }
 
+/// The service's default prefill budget per step (`content.prefill_chunk`).
+const PREFILL_BUDGET: usize = 512;
+
 /// Our forward pass: prefill then `n` greedy decode steps of `batch` copies of the prompt.
 fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result<Rates> {
     let mut cache = model.new_cache(batch)?;
+    // Logits reused from pass to pass, as the service's worker keeps them.
+    let mut logits = Vec::new();
     let start = Instant::now();
+    // The prompts in the passes the worker gives prompts that arrive together: whole short
+    // prompts while the step's budget lasts, the last one taking it past.
     let mut next = Vec::with_capacity(batch);
-    for slot in 0..batch {
-        let logits = model.forward(
-            &mut cache,
-            &[Row {
+    let per_pass = PREFILL_BUDGET.div_ceil(prompt.len().max(1));
+    for first in (0..batch).step_by(per_pass) {
+        let rows: Vec<Row<'_>> = (first..batch.min(first + per_pass))
+            .map(|slot| Row {
                 slot,
                 tokens: prompt,
                 pos: 0,
-            }],
-        )?;
-        next.push([argmax(&logits.squeeze(0)?.to_vec1::<f32>()?)]);
+            })
+            .collect();
+        model.forward_into(&mut cache, &rows, &mut logits)?;
+        next.extend(
+            logits
+                .chunks_exact(logits.len() / rows.len())
+                .map(|l| [argmax(l)]),
+        );
     }
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    // Logits reused from step to step, as the service's worker keeps them.
-    let mut logits = Vec::new();
     for step in 0..n {
         let rows: Vec<Row<'_>> = next
             .iter()
@@ -215,12 +225,18 @@ fn print_kernel() -> anyhow::Result<()> {
     q8::use_amx(true);
     // Decode attention of the model's shape (9 query heads over 3 key heads of 64) for 16
     // sequences at 100 cached positions, one layer.
-    use mercato_content::inference::attend::{Heads, from_cache, narrow};
+    use mercato_content::inference::attend::{Heads, Span, from_cache, narrow};
     let (seqs, kvh, cap, hd) = (16, 3, 128, 64);
     let q = values(seqs * 9 * hd);
     let mut cached = |n: usize| -> Vec<u16> { values(n).into_iter().map(narrow).collect() };
     let (k, v) = (cached(seqs * kvh * cap * hd), cached(seqs * kvh * cap * hd));
-    let rows: Vec<(usize, usize)> = (0..seqs).map(|s| (s, 99)).collect();
+    let rows: Vec<Span> = (0..seqs)
+        .map(|slot| Span {
+            slot,
+            pos: 99,
+            tokens: 1,
+        })
+        .collect();
     let shape = Heads {
         heads: 9,
         kv_heads: kvh,
@@ -230,7 +246,7 @@ fn print_kernel() -> anyhow::Result<()> {
     let mut best = f64::MAX;
     for _ in 0..50 {
         let start = Instant::now();
-        std::hint::black_box(from_cache(&q, 1, &rows, &k, &v, cap, shape));
+        std::hint::black_box(from_cache(&q, &rows, &k, &v, cap, shape));
         best = best.min(start.elapsed().as_secs_f64());
     }
     println!(

@@ -102,23 +102,32 @@ pub struct Heads {
     pub scale: f32,
 }
 
-/// Causal attention of new tokens over each sequence's cache. `q` holds each row's queries,
-/// `[rows, tokens, heads, head_dim]`; `seqs[i]` is row i's cache slot and the position of its
-/// first new token, whose keys and values are already in the cache: new token j sees
-/// positions `0..=pos + j`. `k` and `v` are one layer's cache, `[slots, kv_heads, capacity,
-/// head_dim]`, narrowed, the keys of each (slot, key head) blocked (see [`key_offset`];
-/// `capacity` is a multiple of [`KEY_BLOCK`]). Returns `[rows * tokens, heads * head_dim]`.
+/// A row of new tokens of one sequence: its cache slot, the position of its first new token
+/// and how many there are.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub slot: usize,
+    pub pos: usize,
+    pub tokens: usize,
+}
+
+/// Causal attention of new tokens over each sequence's cache. `q` holds the queries of every
+/// row's tokens, row after row, `[tokens, heads, head_dim]`; row i's new tokens are
+/// `seqs[i]`, whose keys and values are already in the cache: its new token j sees positions
+/// `0..=pos + j`. Rows may carry different numbers of tokens. `k` and `v` are one layer's
+/// cache, `[slots, kv_heads, capacity, head_dim]`, narrowed, the keys of each (slot, key head)
+/// blocked (see [`key_offset`]; `capacity` is a multiple of [`KEY_BLOCK`]). Returns `[tokens,
+/// heads * head_dim]`, the rows' tokens in order.
 pub fn from_cache(
     q: &[f32],
-    tokens: usize,
-    seqs: &[(usize, usize)],
+    seqs: &[Span],
     k: &[u16],
     v: &[u16],
     capacity: usize,
     shape: Heads,
 ) -> Vec<f32> {
     let mut out = Vec::new();
-    from_cache_into(q, tokens, seqs, (k, v), capacity, shape, &mut out);
+    from_cache_into(q, seqs, (k, v), capacity, shape, &mut out);
     out
 }
 
@@ -131,8 +140,7 @@ thread_local! {
 /// value is written).
 pub fn from_cache_into(
     q: &[f32],
-    tokens: usize,
-    seqs: &[(usize, usize)],
+    seqs: &[Span],
     (k, v): (&[u16], &[u16]),
     capacity: usize,
     shape: Heads,
@@ -150,26 +158,32 @@ pub fn from_cache_into(
     );
     let rep = heads / kv_heads;
     let width = heads * hd;
-    out.resize(seqs.len() * tokens * width, 0.0);
+    let tokens: usize = seqs.iter().map(|s| s.tokens).sum();
+    out.resize(tokens * width, 0.0);
     // Work items are (row, key head) pairs, taken one at a time (rows differ in length); each
     // owns the output columns of its query heads in its tokens' rows and writes them in place.
-    // A key head's columns come in row order, so the runs of `tokens` are the items in (key
+    // A key head's columns come in token order, so each row's run of them is an item, in (key
     // head, row) order, borrowed from one vector (a vector per item cost the allocator ~1.5%
     // of a 16-sequence decode step).
     let mut columns = super::pool::column_parts(out, width, rep * hd);
-    let items: Vec<_> = columns
-        .chunks_mut(tokens.max(1))
-        .enumerate()
-        .map(|(i, outs)| (i % seqs.len(), i / seqs.len(), outs))
-        .collect();
-    super::pool::for_each_part(items, |_, (row, g, outs)| {
-        let (row, g) = (*row, *g);
-        let (slot, pos) = seqs[row];
+    let mut items = Vec::with_capacity(kv_heads * seqs.len());
+    let mut rest = columns.as_mut_slice();
+    for g in 0..kv_heads {
+        let mut first = 0;
+        for (row, s) in seqs.iter().enumerate() {
+            let (outs, tail) = std::mem::take(&mut rest).split_at_mut(s.tokens);
+            items.push((row, g, first, outs));
+            rest = tail;
+            first += s.tokens;
+        }
+    }
+    super::pool::for_each_part(items, |_, (row, g, first, outs)| {
+        let (Span { slot, pos, .. }, g, first) = (seqs[*row], *g, *first);
         let base = (slot * kv_heads + g) * capacity * hd;
         SCORES.with_borrow_mut(|scores| {
             for (j, y) in outs.iter_mut().enumerate() {
                 // Token-major queries: the heads sharing key head g are adjacent.
-                let at = ((row * tokens + j) * heads + g * rep) * hd;
+                let at = ((first + j) * heads + g * rep) * hd;
                 let len = pos + j + 1;
                 let inputs = Inputs {
                     queries: &q[at..at + rep * hd],
@@ -482,7 +496,7 @@ mod tests {
             let k = draw(&mut rng, slots * kvh * cap * hd, 1.0);
             let v = draw(&mut rng, slots * kvh * cap * hd, 1.0);
             let q = draw(&mut rng, 2 * heads * hd, 1.0);
-            let seqs = [(2, 4), (0, 37)];
+            let seqs = spans(&[(2, 4, 1), (0, 37, 1)]);
             let shape = Heads {
                 heads,
                 kv_heads: kvh,
@@ -490,12 +504,12 @@ mod tests {
                 scale: 0.3,
             };
             let (blocked, cached) = (block_keys(&k, cap, hd), narrowed(&v));
-            let got = from_cache(&q, 1, &seqs, &blocked, &cached, cap, shape);
+            let got = from_cache(&q, &seqs, &blocked, &cached, cap, shape);
             // A reused buffer (longer, holding NaN) gets every value written.
             let mut reused = vec![f32::NAN; got.len() + 9];
-            from_cache_into(&q, 1, &seqs, (&blocked, &cached), cap, shape, &mut reused);
+            from_cache_into(&q, &seqs, (&blocked, &cached), cap, shape, &mut reused);
             assert_eq!(reused, got);
-            for (row, &(slot, pos)) in seqs.iter().enumerate() {
+            for (row, &Span { slot, pos, .. }) in seqs.iter().enumerate() {
                 let len = pos + 1;
                 for h in 0..heads {
                     let g = h / (heads / kvh);
@@ -519,15 +533,7 @@ mod tests {
                 }
             }
             // A row's numbers are the same alone as beside another.
-            let alone = from_cache(
-                &q[heads * hd..],
-                1,
-                &seqs[1..],
-                &blocked,
-                &cached,
-                cap,
-                shape,
-            );
+            let alone = from_cache(&q[heads * hd..], &seqs[1..], &blocked, &cached, cap, shape);
             assert_eq!(alone, got[heads * hd..]);
         }
     }
@@ -580,30 +586,40 @@ mod tests {
         }
     }
 
+    fn spans(rows: &[(usize, usize, usize)]) -> Vec<Span> {
+        rows.iter()
+            .map(|&(slot, pos, tokens)| Span { slot, pos, tokens })
+            .collect()
+    }
+
     #[test]
     fn new_tokens_of_a_chunk_see_exactly_the_positions_before_them() {
-        let (slots, kvh, cap, hd, heads, tokens) = (2, 2, 32, 8, 4, 3);
+        let (slots, kvh, cap, hd, heads) = (3, 2, 32, 8, 4);
         let mut rng = mercato_platform::random::SplitMix64::new(11);
         let keys = block_keys(&draw(&mut rng, slots * kvh * cap * hd, 1.0), cap, hd);
         let values = narrowed(&draw(&mut rng, slots * kvh * cap * hd, 1.0));
-        // `[rows, tokens, heads, hd]`: two rows of three new tokens, one crossing a block.
-        let q = draw(&mut rng, 2 * heads * tokens * hd, 1.0);
-        let seqs = [(1, 4), (0, 14)];
+        // Rows of three, five and one new tokens, one crossing a block.
+        let seqs = spans(&[(1, 4, 3), (0, 14, 5), (2, 9, 1)]);
+        let q = draw(&mut rng, 9 * heads * hd, 1.0);
         let shape = Heads {
             heads,
             kv_heads: kvh,
             head_dim: hd,
             scale: 0.25,
         };
-        let chunk = from_cache(&q, tokens, &seqs, &keys, &values, cap, shape);
+        let chunk = from_cache(&q, &seqs, &keys, &values, cap, shape);
+        assert_eq!(chunk.len(), q.len());
         // Token j of a row is the same as one new token at position pos + j.
-        for (row, &(slot, pos)) in seqs.iter().enumerate() {
+        let mut first = 0;
+        for (row, &Span { slot, pos, tokens }) in seqs.iter().enumerate() {
             for j in 0..tokens {
-                let at = (row * tokens + j) * heads * hd;
+                let at = (first + j) * heads * hd;
                 let one = &q[at..at + heads * hd];
-                let single = from_cache(one, 1, &[(slot, pos + j)], &keys, &values, cap, shape);
+                let alone = spans(&[(slot, pos + j, 1)]);
+                let single = from_cache(one, &alone, &keys, &values, cap, shape);
                 assert_eq!(chunk[at..at + heads * hd], single, "row {row} token {j}");
             }
+            first += tokens;
         }
     }
 

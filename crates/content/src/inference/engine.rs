@@ -1,7 +1,8 @@
 //! The generation worker: one dedicated thread owns the model and runs continuous batching.
 //!
-//! Each step it admits waiting requests (prefill, in chunks of `prefill_chunk` tokens so a
-//! long prompt never stalls the others for long), runs one batched decode step for every
+//! Each step it admits waiting requests (prefill, up to `prefill_chunk` tokens a step in one
+//! pass over the waiting prompts, a long prompt in chunks so it never stalls the others for
+//! long), runs one batched decode step for every
 //! sequence that is generating, streams each new piece of text to its requester and retires
 //! sequences that finished, hit a stop string or whose requester went away. Requests wait in
 //! a bounded queue; a full queue is refused at once (the HTTP layer answers 429).
@@ -95,6 +96,9 @@ pub struct Stats {
     pub prefill_nanos: AtomicU64,
     pub decode_nanos: AtomicU64,
     pub decode_steps: AtomicU64,
+    /// Prefill forward passes and the sequences they carried.
+    pub prefill_passes: AtomicU64,
+    pub prefill_rows: AtomicU64,
 }
 
 /// A snapshot of [`Stats`] for the status endpoint.
@@ -113,6 +117,8 @@ pub struct StatsSnapshot {
     pub decode_tokens_per_second: f64,
     /// Mean sequences per decode step.
     pub mean_batch: f64,
+    /// Mean sequences per prefill pass (prompts that wait together are prefilled together).
+    pub mean_prefill_batch: f64,
 }
 
 impl Stats {
@@ -122,6 +128,13 @@ impl Stats {
                 0.0
             } else {
                 tokens as f64 / (nanos as f64 / 1e9)
+            }
+        };
+        let mean = |total: u64, count: u64| {
+            if count == 0 {
+                0.0
+            } else {
+                total as f64 / count as f64
             }
         };
         let decode = self.decode_tokens.load(Ordering::Relaxed);
@@ -139,11 +152,11 @@ impl Stats {
                 self.prefill_nanos.load(Ordering::Relaxed),
             ),
             decode_tokens_per_second: per_sec(decode, self.decode_nanos.load(Ordering::Relaxed)),
-            mean_batch: if steps == 0 {
-                0.0
-            } else {
-                decode as f64 / steps as f64
-            },
+            mean_batch: mean(decode, steps),
+            mean_prefill_batch: mean(
+                self.prefill_rows.load(Ordering::Relaxed),
+                self.prefill_passes.load(Ordering::Relaxed),
+            ),
         }
     }
 }
@@ -403,16 +416,7 @@ fn run(shared: &Shared, spec: EngineSpec, rx: Receiver<Job>) {
         *c = Some(codec.clone());
     }
     shared.set_state(Loaded::Ready(info));
-    let mut worker = Worker {
-        model,
-        codec,
-        cache,
-        active: Vec::new(),
-        decoding: 0,
-        limits: spec.limits,
-        stats: shared.stats.clone(),
-        logits: Vec::new(),
-    };
+    let mut worker = Worker::new(model, codec, cache, spec.limits, shared.stats.clone());
     if let Err(e) = worker.serve(&rx) {
         tracing::error!(error = %e, "the generation worker failed");
         worker.fail_all(&e.to_string());
@@ -460,6 +464,25 @@ struct Worker {
 }
 
 impl Worker {
+    fn new(
+        model: Model,
+        codec: Arc<TextCodec>,
+        cache: Cache,
+        limits: EngineLimits,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Worker {
+            model,
+            codec,
+            cache,
+            active: Vec::new(),
+            decoding: 0,
+            limits,
+            stats,
+            logits: Vec::new(),
+        }
+    }
+
     fn serve(&mut self, rx: &Receiver<Job>) -> anyhow::Result<()> {
         loop {
             if self.active.is_empty() {
@@ -515,50 +538,80 @@ impl Worker {
         });
     }
 
-    /// Prefills waiting sequences in arrival order within the per-step token budget; a
-    /// sequence whose prompt is complete samples its first token and joins the decoders.
+    /// Prefills waiting sequences in arrival order within the per-step token budget, in one
+    /// forward pass: each waiting sequence's next chunk, for as long as the one before it
+    /// completes its prompt (so only the last may stop partway, and those that complete join
+    /// the decoders in order). A pass over all their rows reads the weights once, where one
+    /// pass per prompt read them per prompt: 16 short prompts arriving together prefill in
+    /// one pass. Each sequence whose prompt is complete samples its first token.
     fn prefill_step(&mut self) -> anyhow::Result<()> {
-        let mut budget = self.limits.prefill_chunk.max(1);
-        while budget > 0 && self.decoding < self.active.len() {
-            let slot = self.decoding;
-            let seq = &self.active[slot];
+        let chunk = self.limits.prefill_chunk.max(1);
+        let mut budget = chunk;
+        let mut takes = Vec::new();
+        while budget > 0 {
+            let slot = self.decoding + takes.len();
+            let Some(seq) = self.active.get(slot) else {
+                break;
+            };
             if seq.job.events.is_closed() {
                 self.remove(slot, FinishReason::Cancelled);
                 continue;
             }
-            let prompt_len = seq.job.prompt.len();
+            let left = seq.job.prompt.len() - seq.cached;
             // Chunk boundaries fall at fixed multiples of the chunk size from the prompt's
             // start, whatever else is waiting: a prompt is always split the same way, so its
-            // output does not depend on the load.
-            let chunk = self.limits.prefill_chunk.max(1);
-            let take = (prompt_len - seq.cached).min(chunk - seq.cached % chunk);
-            let start = Instant::now();
-            self.model.forward_into(
-                &mut self.cache,
-                &[Row {
-                    slot,
-                    tokens: &seq.tokens[seq.cached..seq.cached + take],
-                    pos: seq.cached,
-                }],
-                &mut self.logits,
-            )?;
-            self.stats
-                .prefill_nanos
-                .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            self.stats
-                .prefill_tokens
-                .fetch_add(take as u64, Ordering::Relaxed);
-            metrics::counter!("llm_prefill_tokens_total").increment(take as u64);
+            // output does not depend on the load (nor on the rows beside it: see
+            // `Model::forward`).
+            let take = left.min(chunk - seq.cached % chunk);
+            takes.push(take);
             budget = budget.saturating_sub(take);
-            let seq = &mut self.active[slot];
-            seq.cached += take;
-            if seq.cached == prompt_len {
-                self.decoding += 1;
-                let mut logits = std::mem::take(&mut self.logits);
-                self.accept(slot, &mut logits);
-                self.logits = logits;
+            if take < left {
+                break;
             }
         }
+        if takes.is_empty() {
+            return Ok(());
+        }
+        let first = self.decoding;
+        let rows: Vec<Row<'_>> = takes
+            .iter()
+            .enumerate()
+            .map(|(i, &take)| {
+                let seq = &self.active[first + i];
+                Row {
+                    slot: first + i,
+                    tokens: &seq.tokens[seq.cached..seq.cached + take],
+                    pos: seq.cached,
+                }
+            })
+            .collect();
+        let start = Instant::now();
+        self.model
+            .forward_into(&mut self.cache, &rows, &mut self.logits)?;
+        let tokens: usize = takes.iter().sum();
+        self.stats
+            .prefill_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats
+            .prefill_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        self.stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .prefill_rows
+            .fetch_add(takes.len() as u64, Ordering::Relaxed);
+        metrics::counter!("llm_prefill_tokens_total").increment(tokens as u64);
+        metrics::histogram!("llm_prefill_batch_size").record(takes.len() as f64);
+        let mut logits = std::mem::take(&mut self.logits);
+        let vocab = logits.len() / takes.len();
+        for (i, (take, row)) in takes.iter().zip(logits.chunks_exact_mut(vocab)).enumerate() {
+            let seq = &mut self.active[first + i];
+            seq.cached += take;
+            if seq.cached == seq.job.prompt.len() {
+                self.decoding += 1;
+                self.accept(first + i, row);
+            }
+        }
+        self.logits = logits;
         Ok(())
     }
 
@@ -800,7 +853,58 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{Detokenizer, TextCodec, held_back};
+    use super::*;
+
+    /// Prompts that wait together are prefilled in one pass while the step's budget lasts;
+    /// a prompt longer than its chunk ends the pass partway and finishes in the next, with
+    /// those behind it. Each completed prompt samples its first token and joins the decoders.
+    #[test]
+    fn waiting_prompts_share_a_prefill_pass() {
+        let path = mercato_platform::settings::resolve_path(
+            "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        );
+        let model = Model::load(&path, "q4", usize::MAX, 256, &candle_core::Device::Cpu)
+            .expect("the default model loads (run scripts/fetch-models)");
+        let codec = TextCodec::from_gguf_path(&path).expect("tokenizer");
+        let cache = model.new_cache(5).expect("cache");
+        let limits = EngineLimits {
+            max_batch: 5,
+            queue_capacity: 8,
+            prefill_chunk: 16,
+        };
+        let stats = Arc::new(Stats::default());
+        let mut worker = Worker::new(model, Arc::new(codec), cache, limits, stats.clone());
+        let mut receivers = Vec::new();
+        for len in [5u32, 7, 20, 3, 40] {
+            let (events, rx) = unbounded_channel();
+            receivers.push(rx);
+            stats.queued.fetch_add(1, Ordering::Relaxed);
+            worker.admit(Job {
+                prompt: (0..len).map(|i| 200 + i * 13).collect(),
+                sampling: Sampling::greedy(4),
+                events,
+                submitted: Instant::now(),
+            });
+        }
+        let cached = |w: &Worker| w.active.iter().map(|s| s.cached).collect::<Vec<_>>();
+        // 5 + 7 + the third's first chunk of 16: one pass, two prompts complete.
+        worker.prefill_step().expect("prefill");
+        assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 1);
+        assert_eq!(worker.decoding, 2);
+        assert_eq!(cached(&worker), [5, 7, 16, 0, 0]);
+        assert!(worker.active[..2].iter().all(|s| s.generated == 1));
+        // The third's last 4, the fourth's 3 and the fifth's first 16 (over the budget of
+        // 16 by the chunk that was started).
+        worker.prefill_step().expect("prefill");
+        assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 2);
+        assert_eq!(worker.decoding, 4);
+        assert_eq!(cached(&worker), [5, 7, 20, 3, 16]);
+        assert_eq!(
+            stats.prefill_tokens.load(Ordering::Relaxed),
+            5 + 7 + 20 + 3 + 16
+        );
+        assert_eq!(stats.snapshot().mean_prefill_batch, 3.0);
+    }
 
     /// Token by token, the text is always a prefix of the whole output's decode and never ends
     /// in half a character; flushed at the end, it is the whole decode. On the default model's

@@ -589,19 +589,15 @@ impl Model {
         )
     }
 
-    /// Runs new tokens of several sequences. Every row carries the same number of tokens and
-    /// the rows occupy consecutive cache slots (`rows[i].slot == rows[0].slot + i`). Returns
-    /// the logits of each row's last token, `[rows, vocab]`.
+    /// Runs new tokens of several sequences: decode steps (a token per row), prompt chunks, or
+    /// both. Each row carries one or more tokens, rows of different lengths may share a call,
+    /// and the rows occupy consecutive cache slots (`rows[i].slot == rows[0].slot + i`).
+    /// Returns the logits of each row's last token, `[rows, vocab]`. A row's numbers do not
+    /// depend on the other rows of the call (see [`Model::joins`]).
     pub fn forward(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<Tensor> {
-        let (t, longest) = self.admit(cache, rows)?;
-        match cache.store {
-            Store::Cpu { .. } => {
-                let mut logits = Vec::new();
-                self.forward_cpu(cache, rows, t, &mut logits)?;
-                Tensor::from_vec(logits, (rows.len(), self.config.vocab), &self.device)
-            }
-            Store::Device { .. } => self.forward_tensors(cache, rows, t, longest),
-        }
+        let mut logits = Vec::new();
+        self.forward_into(cache, rows, &mut logits)?;
+        Tensor::from_vec(logits, (rows.len(), self.config.vocab), &self.device)
     }
 
     /// [`Model::forward`] into `logits` (`rows x vocab`, row after row), reusing its memory:
@@ -614,29 +610,64 @@ impl Model {
         rows: &[Row<'_>],
         logits: &mut Vec<f32>,
     ) -> candle_core::Result<()> {
-        let (t, longest) = self.admit(cache, rows)?;
-        match cache.store {
-            Store::Cpu { .. } => self.forward_cpu(cache, rows, t, logits),
-            Store::Device { .. } => {
-                let out = self.forward_tensors(cache, rows, t, longest)?;
-                *logits = out.flatten_all()?.to_vec1::<f32>()?;
-                Ok(())
-            }
+        self.admit(cache, rows)?;
+        let cpu = matches!(cache.store, Store::Cpu { .. });
+        if cpu && rows.iter().all(|r| self.kernel_only(r.tokens.len())) {
+            return self.forward_cpu(cache, rows, logits);
         }
+        // Otherwise each run of rows that `joins` lets share a pass, one pass after another.
+        logits.clear();
+        let mut part = Vec::new();
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let len = 1 + rest[1..]
+                .iter()
+                .take_while(|r| self.joins(cpu, rest[0].tokens.len(), r.tokens.len()))
+                .count();
+            let (run, tail) = rest.split_at(len);
+            if cpu {
+                self.forward_cpu(cache, run, &mut part)?;
+            } else {
+                let longest = run.iter().map(|r| r.pos + r.tokens.len()).max();
+                let out = self.forward_tensors(cache, run, longest.unwrap_or(0))?;
+                part = out.flatten_all()?.to_vec1::<f32>()?;
+            }
+            logits.extend_from_slice(&part);
+            rest = tail;
+        }
+        Ok(())
     }
 
-    /// Checks `rows` (see [`Model::forward`]) and makes room in the cache: the rows' token
-    /// count and the longest sequence after them.
-    fn admit(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<(usize, usize)> {
+    /// Whether every product of a row of `tokens` tokens runs the project's 8-bit or 4-bit
+    /// kernel, which computes each row on its own: such rows share a CPU pass whatever their
+    /// lengths (prompt chunks of several sequences beside decode rows).
+    fn kernel_only(&self, tokens: usize) -> bool {
+        let dense = tokens >= DENSE_FROM_ROWS;
+        self.head.q8(false).is_some()
+            && self.layers.iter().all(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .all(|m| m.q8(dense).is_some())
+            })
+    }
+
+    /// Whether rows of `a` and `b` tokens may share a pass that is not all kernel rows (see
+    /// [`Model::kernel_only`]): decode rows, as always; prompt chunks on other products
+    /// (candle's GEMM, a device's kernels) each run alone, since how those split a product
+    /// can depend on its row count, and a prompt's output must not depend on the load.
+    fn joins(&self, cpu: bool, a: usize, b: usize) -> bool {
+        a == 1 && b == 1 || cpu && self.kernel_only(a) && self.kernel_only(b)
+    }
+
+    /// Checks `rows` (see [`Model::forward`]) and makes room in the cache for the longest
+    /// sequence after them.
+    fn admit(&self, cache: &mut Cache, rows: &[Row<'_>]) -> candle_core::Result<()> {
         let Some(first) = rows.first() else {
             candle_core::bail!("forward needs at least one row")
         };
-        let t = first.tokens.len();
         for (i, r) in rows.iter().enumerate() {
-            if r.tokens.len() != t || r.slot != first.slot + i || t == 0 {
-                candle_core::bail!(
-                    "rows must have equal, non-empty token counts and consecutive slots"
-                )
+            if r.slot != first.slot + i || r.tokens.is_empty() {
+                candle_core::bail!("rows must have tokens and consecutive slots")
             }
         }
         let vocab = self.config.vocab;
@@ -647,9 +678,8 @@ impl Model {
         {
             candle_core::bail!("token {id} is outside the vocabulary of {vocab}")
         }
-        let longest = rows.iter().map(|r| r.pos + t).max().unwrap_or(t);
-        cache.reserve(longest)?;
-        Ok((t, longest))
+        let longest = rows.iter().map(|r| r.pos + r.tokens.len()).max();
+        cache.reserve(longest.unwrap_or(0))
     }
 
     /// The forward pass on the CPU, over plain vectors: candle only holds the weights. Each
@@ -660,23 +690,31 @@ impl Model {
         &self,
         cache: &mut Cache,
         rows: &[Row<'_>],
-        t: usize,
         logits: &mut Vec<f32>,
     ) -> candle_core::Result<()> {
         let cfg = &self.config;
         let (dim, hd, heads, kvh) = (cfg.dim, cfg.head_dim, cfg.heads, cfg.kv_heads);
         let eps = cfg.rms_eps as f32;
-        let n = rows.len() * t;
-        // The path depends on the row's own token count only (see `WeightFormat::Hybrid`).
-        let dense = t >= DENSE_FROM_ROWS;
+        let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
+        // The path depends on the row's own token count only (see `WeightFormat::Hybrid`):
+        // rows of different lengths share a pass only where every product is the same
+        // kernel for both (`Model::kernel_only`).
+        let dense = rows.iter().all(|r| r.tokens.len() >= DENSE_FROM_ROWS);
         let mut x = with_slice(&self.embed, |embed| {
             let ids = rows.iter().flat_map(|r| r.tokens);
             ids.flat_map(|&id| &embed[id as usize * dim..][..dim])
                 .copied()
                 .collect::<Vec<f32>>()
         })?;
-        let positions = || rows.iter().flat_map(|r| r.pos..r.pos + t);
-        let seqs: Vec<(usize, usize)> = rows.iter().map(|r| (r.slot, r.pos)).collect();
+        let positions = || rows.iter().flat_map(|r| r.pos..r.pos + r.tokens.len());
+        let seqs: Vec<attend::Span> = rows
+            .iter()
+            .map(|r| attend::Span {
+                slot: r.slot,
+                pos: r.pos,
+                tokens: r.tokens.len(),
+            })
+            .collect();
         let shape = attend::Heads {
             heads,
             kv_heads: kvh,
@@ -692,12 +730,12 @@ impl Model {
             project(qkv, &h, n, dense, [&mut q, &mut k, &mut v])?;
             rope(&mut q, heads * hd, hd, positions(), (cos, sin), cfg.arch);
             rope(&mut k, kvh * hd, hd, positions(), (cos, sin), cfg.arch);
-            cache.write(l, rows, t, &k, &v)?;
+            cache.write(l, &seqs, &k, &v)?;
             let Store::Cpu { k: keys, v: values } = &cache.store else {
                 candle_core::bail!("the cache is not a CPU cache")
             };
             let (keys, values) = (&keys[l][..], &values[l][..]);
-            attend::from_cache_into(&q, t, &seqs, (keys, values), cache.capacity, shape, &mut y);
+            attend::from_cache_into(&q, &seqs, (keys, values), cache.capacity, shape, &mut y);
             project([&layer.o], &y, n, dense, [&mut o])?;
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
@@ -706,25 +744,28 @@ impl Model {
             project([&layer.down], &gate, n, dense, [&mut down])?;
             x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
-        let last: Vec<f32> = x
-            .chunks_exact(t * dim)
-            .flat_map(|row| &row[(t - 1) * dim..])
-            .copied()
-            .collect();
+        // Each row's last token.
+        let mut last = Vec::with_capacity(rows.len() * dim);
+        let mut end = 0;
+        for r in rows {
+            end += r.tokens.len();
+            last.extend_from_slice(&x[(end - 1) * dim..end * dim]);
+        }
         let last = with_slice(&self.norm, |w| rms_norm(&last, w, eps))?;
         project([&self.head], &last, rows.len(), false, [logits])
     }
 
     /// The forward pass in tensor operations (devices other than the CPU): an additive mask per
     /// row for attention over `narrow` views of the cache.
+    /// Every row carries the same number of tokens.
     fn forward_tensors(
         &self,
         cache: &mut Cache,
         rows: &[Row<'_>],
-        t: usize,
         longest: usize,
     ) -> candle_core::Result<Tensor> {
         let b = rows.len();
+        let t = rows[0].tokens.len();
         let s0 = rows[0].slot;
         let cfg = &self.config;
         let (hd, heads, kvh) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
@@ -1039,13 +1080,12 @@ impl Cache {
         Ok(())
     }
 
-    /// Writes layer `l`'s new keys and values of a CPU cache, each `[rows * tokens, kv_heads *
-    /// head_dim]` (token-major), at each row's slot and positions.
+    /// Writes layer `l`'s new keys and values of a CPU cache, each `[tokens, kv_heads *
+    /// head_dim]` (the rows' tokens in order), at each row's slot and positions.
     fn write(
         &mut self,
         l: usize,
-        rows: &[Row<'_>],
-        tokens: usize,
+        rows: &[attend::Span],
         keys: &[f32],
         values: &[f32],
     ) -> candle_core::Result<()> {
@@ -1056,9 +1096,10 @@ impl Cache {
         let [keys_half, values_half] = &mut self.halves;
         attend::narrow_all(keys, keys_half);
         attend::narrow_all(values, values_half);
-        for (i, r) in rows.iter().enumerate() {
-            for j in 0..tokens {
-                let at = (i * tokens + j) * kvh * hd;
+        let mut first = 0;
+        for r in rows {
+            for j in 0..r.tokens {
+                let at = (first + j) * kvh * hd;
                 let new = keys_half[at..at + kvh * hd].chunks_exact(hd);
                 let p = r.pos + j;
                 for (g, (key, value)) in new
@@ -1072,6 +1113,7 @@ impl Cache {
                     v[l][lane + p * hd..][..hd].copy_from_slice(value);
                 }
             }
+            first += r.tokens;
         }
         Ok(())
     }
@@ -1200,6 +1242,66 @@ mod tests {
                 worst < 1e-3 * scale,
                 "logits differ by {worst} (largest {scale})"
             );
+        }
+    }
+
+    /// Prompt chunks of different lengths and decode rows in one call give each row the
+    /// logits it gets alone, to the bit: on the kernels' one CPU pass (`q4`), and where rows
+    /// split into passes (`hybrid` with a chunk on the f32 GEMM, `f32`, the tensor pass).
+    #[test]
+    fn rows_of_any_lengths_together_compute_what_each_computes_alone() {
+        let path = mercato_platform::settings::resolve_path(
+            "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        );
+        let long: Vec<u32> = (0..DENSE_FROM_ROWS as u32).map(|i| 100 + i * 7).collect();
+        let prompts: [&[u32]; 3] = [
+            &[1, 4093, 314, 253, 1345, 28, 17],
+            &[1, 504, 3, 77, 9021, 282, 30, 44, 5, 19, 2],
+            &[1, 42],
+        ];
+        for (weights, tensors) in [
+            ("q4", false),
+            ("hybrid", false),
+            ("f32", false),
+            ("f32", true),
+        ] {
+            let model = Model::load(&path, weights, usize::MAX, 512, &Device::Cpu)
+                .expect("the default model loads (run scripts/fetch-models)");
+            // Step 1: three prompts (in `hybrid`, the second as a chunk long enough for the
+            // GEMM); step 2: a decode row, a second chunk, a decode row.
+            let first: [&[u32]; 3] = match weights {
+                "hybrid" => [prompts[0], &long, prompts[2]],
+                _ => prompts,
+            };
+            let second: [&[u32]; 3] = [&[42], &[7, 8, 9, 10, 11], &[1000]];
+            let steps = |cache: &mut Cache, rows: &[usize]| -> Vec<Vec<f32>> {
+                let mut out = Vec::new();
+                for (step, tokens) in [first, second].iter().enumerate() {
+                    let rows: Vec<Row<'_>> = rows
+                        .iter()
+                        .map(|&slot| Row {
+                            slot,
+                            tokens: tokens[slot],
+                            pos: if step == 0 { 0 } else { first[slot].len() },
+                        })
+                        .collect();
+                    let logits = model.forward(cache, &rows).expect("forward");
+                    out.extend(logits.to_vec2::<f32>().expect("logits"));
+                }
+                out
+            };
+            let new_cache = || Cache::new(&model.config, 3, 512, &Device::Cpu, tensors);
+            let together = steps(&mut new_cache().expect("cache"), &[0, 1, 2]);
+            let mut alone = vec![Vec::new(); 6];
+            let mut cache = new_cache().expect("cache");
+            for slot in 0..3 {
+                let rows = steps(&mut cache, &[slot]);
+                alone[slot] = rows[0].clone();
+                alone[3 + slot] = rows[1].clone();
+            }
+            for (i, (a, b)) in together.iter().zip(&alone).enumerate() {
+                assert!(a == b, "{weights} (tensors {tensors}): row {i} differs");
+            }
         }
     }
 
