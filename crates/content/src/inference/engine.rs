@@ -1,15 +1,15 @@
 //! The generation worker: one dedicated thread owns the model and runs continuous batching.
 //!
-//! Each step it admits waiting requests (prefill, up to `prefill_chunk` tokens a step in one
-//! pass over the waiting prompts, a long prompt in chunks so it never stalls the others for
-//! long), runs one batched decode step for every
-//! sequence that is generating, streams each new piece of text to its requester and retires
-//! sequences that finished, hit a stop string or whose requester went away. Requests wait in
-//! a bounded queue; a full queue is refused at once (the HTTP layer answers 429).
+//! Each step it admits waiting requests and runs one forward pass over a decode row for every
+//! sequence that is generating and the waiting prompts' next chunks (up to `prefill_chunk`
+//! prompt tokens a step, a long prompt in chunks so it never stalls the others for long),
+//! streams each new piece of text to its requester and retires sequences that finished, hit
+//! a stop string or whose requester went away. Requests wait in a bounded queue; a full queue
+//! is refused at once (the HTTP layer answers 429).
 //!
 //! Slots: sequences `active[..decoding]` are generating, `active[decoding..]` are still being
-//! prefilled (in arrival order); a sequence's index is its KV-cache slot, so a decode step is
-//! one forward call over slots `0..decoding`.
+//! prefilled (in arrival order); a sequence's index is its KV-cache slot, so a step is one
+//! forward call over consecutive slots: `0..decoding`, then the prompts it prefills.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
@@ -504,9 +504,7 @@ impl Worker {
                     }
                 }
             }
-            self.prefill_step()?;
-            self.retire();
-            self.decode_step()?;
+            self.step()?;
             self.retire();
             self.stats
                 .active
@@ -538,13 +536,11 @@ impl Worker {
         });
     }
 
-    /// Prefills waiting sequences in arrival order within the per-step token budget, in one
-    /// forward pass: each waiting sequence's next chunk, for as long as the one before it
-    /// completes its prompt (so only the last may stop partway, and those that complete join
-    /// the decoders in order). A pass over all their rows reads the weights once, where one
-    /// pass per prompt read them per prompt: 16 short prompts arriving together prefill in
-    /// one pass. Each sequence whose prompt is complete samples its first token.
-    fn prefill_step(&mut self) -> anyhow::Result<()> {
+    /// The waiting prompts' chunks for this step, in arrival order within the per-step token
+    /// budget: each waiting sequence's next chunk, for as long as the one before it completes
+    /// its prompt (so only the last may stop partway, and those that complete join the
+    /// decoders in order). Cancelled waiting sequences are dropped on the way.
+    fn prefill_takes(&mut self) -> Vec<usize> {
         let chunk = self.limits.prefill_chunk.max(1);
         let mut budget = chunk;
         let mut takes = Vec::new();
@@ -569,104 +565,113 @@ impl Worker {
                 break;
             }
         }
-        if takes.is_empty() {
+        takes
+    }
+
+    /// One forward pass: a decode row for every generating sequence, then the waiting
+    /// prompts' chunks (`prefill_takes`). One pass reads the weights once for both, where a
+    /// prefill pass and a decode pass read them twice and held the decoders' next token back
+    /// for both; 16 short prompts that arrive together prefill in one pass. Each generating
+    /// sequence samples its next token; each sequence whose prompt completes samples its first.
+    fn step(&mut self) -> anyhow::Result<()> {
+        let takes = self.prefill_takes();
+        let n = self.decoding;
+        let live = self.active[..n]
+            .iter()
+            .filter(|s| s.finished.is_none())
+            .count();
+        // Finished sequences still occupy their slot until `retire`; they ride along (their
+        // logits are ignored) so the rows stay consecutive.
+        let decode = if live > 0 { n } else { 0 };
+        if decode == 0 && takes.is_empty() {
             return Ok(());
         }
-        let first = self.decoding;
-        let rows: Vec<Row<'_>> = takes
+        let last: Vec<[u32; 1]> = self.active[..decode]
             .iter()
-            .enumerate()
-            .map(|(i, &take)| {
-                let seq = &self.active[first + i];
-                Row {
-                    slot: first + i,
-                    tokens: &seq.tokens[seq.cached..seq.cached + take],
-                    pos: seq.cached,
-                }
-            })
+            .map(|s| [*s.tokens.last().unwrap_or(&0)])
             .collect();
+        let decode_rows =
+            self.active[..decode]
+                .iter()
+                .zip(&last)
+                .enumerate()
+                .map(|(slot, (s, t))| Row {
+                    slot,
+                    tokens: t,
+                    pos: if s.finished.is_some() {
+                        s.cached.saturating_sub(1)
+                    } else {
+                        s.cached
+                    },
+                });
+        let prefill_rows = takes.iter().enumerate().map(|(i, &take)| {
+            let seq = &self.active[n + i];
+            Row {
+                slot: n + i,
+                tokens: &seq.tokens[seq.cached..seq.cached + take],
+                pos: seq.cached,
+            }
+        });
+        let rows: Vec<Row<'_>> = decode_rows.chain(prefill_rows).collect();
         let start = Instant::now();
         self.model
             .forward_into(&mut self.cache, &rows, &mut self.logits)?;
-        let tokens: usize = takes.iter().sum();
-        self.stats
-            .prefill_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.stats
-            .prefill_tokens
-            .fetch_add(tokens as u64, Ordering::Relaxed);
-        self.stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .prefill_rows
-            .fetch_add(takes.len() as u64, Ordering::Relaxed);
-        metrics::counter!("llm_prefill_tokens_total").increment(tokens as u64);
-        metrics::histogram!("llm_prefill_batch_size").record(takes.len() as f64);
+        let nanos = start.elapsed().as_nanos() as u64;
+        let vocab = self.logits.len() / rows.len();
+        drop(rows);
+        let prefill: usize = takes.iter().sum();
+        self.count(nanos, live, prefill, takes.len());
         let mut logits = std::mem::take(&mut self.logits);
-        let vocab = logits.len() / takes.len();
-        for (i, (take, row)) in takes.iter().zip(logits.chunks_exact_mut(vocab)).enumerate() {
-            let seq = &mut self.active[first + i];
+        let mut rows = logits.chunks_exact_mut(vocab);
+        for (slot, row) in rows.by_ref().take(decode).enumerate() {
+            if self.active[slot].finished.is_none() {
+                self.active[slot].cached += 1;
+                self.accept(slot, row);
+            }
+        }
+        for (i, (take, row)) in takes.iter().zip(rows).enumerate() {
+            let seq = &mut self.active[n + i];
             seq.cached += take;
             if seq.cached == seq.job.prompt.len() {
                 self.decoding += 1;
-                self.accept(first + i, row);
+                self.accept(n + i, row);
             }
         }
         self.logits = logits;
         Ok(())
     }
 
-    /// One decode step for every generating sequence that has not finished.
-    fn decode_step(&mut self) -> anyhow::Result<()> {
-        let n = self.decoding;
-        if n == 0 || self.active[..n].iter().all(|s| s.finished.is_some()) {
-            return Ok(());
+    /// Counts a pass of `decoded` decode rows and `prefilled` prompt tokens of `prompts`
+    /// sequences; a pass that did both has its time split between them by tokens.
+    fn count(&self, nanos: u64, decoded: usize, prefilled: usize, prompts: usize) {
+        let decode_nanos =
+            (nanos as u128 * decoded as u128 / (decoded + prefilled).max(1) as u128) as u64;
+        let stats = &self.stats;
+        if decoded > 0 {
+            stats
+                .decode_nanos
+                .fetch_add(decode_nanos, Ordering::Relaxed);
+            stats.decode_steps.fetch_add(1, Ordering::Relaxed);
+            stats
+                .decode_tokens
+                .fetch_add(decoded as u64, Ordering::Relaxed);
+            metrics::counter!("llm_decode_tokens_total").increment(decoded as u64);
+            metrics::histogram!("llm_decode_batch_size").record(decoded as f64);
         }
-        // Finished sequences still occupy their slot until `retire`; they ride along (their
-        // logits are ignored) so the rows stay consecutive.
-        let last: Vec<[u32; 1]> = self.active[..n]
-            .iter()
-            .map(|s| [*s.tokens.last().unwrap_or(&0)])
-            .collect();
-        let rows: Vec<Row<'_>> = self.active[..n]
-            .iter()
-            .zip(&last)
-            .enumerate()
-            .map(|(slot, (s, t))| Row {
-                slot,
-                tokens: t,
-                pos: if s.finished.is_some() {
-                    s.cached.saturating_sub(1)
-                } else {
-                    s.cached
-                },
-            })
-            .collect();
-        let start = Instant::now();
-        self.model
-            .forward_into(&mut self.cache, &rows, &mut self.logits)?;
-        let live = self.active[..n]
-            .iter()
-            .filter(|s| s.finished.is_none())
-            .count();
-        self.stats
-            .decode_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.stats.decode_steps.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .decode_tokens
-            .fetch_add(live as u64, Ordering::Relaxed);
-        metrics::counter!("llm_decode_tokens_total").increment(live as u64);
-        metrics::histogram!("llm_decode_batch_size").record(live as f64);
-        let mut logits = std::mem::take(&mut self.logits);
-        let vocab = logits.len() / n;
-        for (slot, row) in logits.chunks_exact_mut(vocab).enumerate() {
-            if self.active[slot].finished.is_none() {
-                self.active[slot].cached += 1;
-                self.accept(slot, row);
-            }
+        if prompts > 0 {
+            stats
+                .prefill_nanos
+                .fetch_add(nanos - decode_nanos, Ordering::Relaxed);
+            stats
+                .prefill_tokens
+                .fetch_add(prefilled as u64, Ordering::Relaxed);
+            stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
+            stats
+                .prefill_rows
+                .fetch_add(prompts as u64, Ordering::Relaxed);
+            metrics::counter!("llm_prefill_tokens_total").increment(prefilled as u64);
+            metrics::histogram!("llm_prefill_batch_size").record(prompts as f64);
         }
-        self.logits = logits;
-        Ok(())
     }
 
     /// Samples the next token of `slot`, streams the new text, decides whether it finished.
@@ -857,9 +862,10 @@ mod tests {
 
     /// Prompts that wait together are prefilled in one pass while the step's budget lasts;
     /// a prompt longer than its chunk ends the pass partway and finishes in the next, with
-    /// those behind it. Each completed prompt samples its first token and joins the decoders.
+    /// those behind it and a decode row for each sequence that completed its prompt. Each
+    /// completed prompt samples its first token and joins the decoders.
     #[test]
-    fn waiting_prompts_share_a_prefill_pass() {
+    fn waiting_prompts_and_decoders_share_a_pass() {
         let path = mercato_platform::settings::resolve_path(
             "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
         );
@@ -887,22 +893,26 @@ mod tests {
             });
         }
         let cached = |w: &Worker| w.active.iter().map(|s| s.cached).collect::<Vec<_>>();
+        let generated = |w: &Worker| w.active.iter().map(|s| s.generated).collect::<Vec<_>>();
         // 5 + 7 + the third's first chunk of 16: one pass, two prompts complete.
-        worker.prefill_step().expect("prefill");
+        worker.step().expect("step");
         assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 1);
         assert_eq!(worker.decoding, 2);
         assert_eq!(cached(&worker), [5, 7, 16, 0, 0]);
-        assert!(worker.active[..2].iter().all(|s| s.generated == 1));
-        // The third's last 4, the fourth's 3 and the fifth's first 16 (over the budget of
-        // 16 by the chunk that was started).
-        worker.prefill_step().expect("prefill");
+        assert_eq!(generated(&worker), [1, 1, 0, 0, 0]);
+        // The first two decode beside the third's last 4, the fourth's 3 and the fifth's
+        // first 16 (over the budget of 16 by the chunk that was started), in one pass.
+        worker.step().expect("step");
         assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.decode_steps.load(Ordering::Relaxed), 1);
         assert_eq!(worker.decoding, 4);
-        assert_eq!(cached(&worker), [5, 7, 20, 3, 16]);
+        assert_eq!(cached(&worker), [6, 8, 20, 3, 16]);
+        assert_eq!(generated(&worker), [2, 2, 1, 1, 0]);
         assert_eq!(
             stats.prefill_tokens.load(Ordering::Relaxed),
             5 + 7 + 20 + 3 + 16
         );
+        assert_eq!(stats.decode_tokens.load(Ordering::Relaxed), 2);
         assert_eq!(stats.snapshot().mean_prefill_batch, 3.0);
     }
 
