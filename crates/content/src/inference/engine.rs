@@ -87,18 +87,53 @@ pub enum SubmitError {
 pub struct Stats {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
-    pub prefill_tokens: AtomicU64,
-    pub decode_tokens: AtomicU64,
     pub completed: AtomicU64,
     pub rejected: AtomicU64,
     pub cancelled: AtomicU64,
-    /// Nanoseconds spent in prefill and decode forward passes.
-    pub prefill_nanos: AtomicU64,
-    pub decode_nanos: AtomicU64,
-    pub decode_steps: AtomicU64,
-    /// Prefill forward passes and the sequences they carried.
-    pub prefill_passes: AtomicU64,
-    pub prefill_rows: AtomicU64,
+    pub prefill: Work,
+    pub decode: Work,
+}
+
+/// Counters of one kind of work in the forward passes, prefill or decode.
+#[derive(Default)]
+pub struct Work {
+    pub tokens: AtomicU64,
+    /// Nanoseconds of the passes spent on it.
+    pub nanos: AtomicU64,
+    /// Passes that did some, and the sequences they carried.
+    pub passes: AtomicU64,
+    pub sequences: AtomicU64,
+}
+
+impl Work {
+    /// Counts a pass's share: `nanos` of its time, `tokens` tokens of `sequences` sequences.
+    fn add(&self, nanos: u64, tokens: usize, sequences: usize) {
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.sequences
+            .fetch_add(sequences as u64, Ordering::Relaxed);
+    }
+
+    fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    /// Tokens per second of the time spent on this work.
+    fn per_second(&self) -> f64 {
+        match self.nanos.load(Ordering::Relaxed) {
+            0 => 0.0,
+            nanos => self.tokens() as f64 / (nanos as f64 / 1e9),
+        }
+    }
+
+    /// Mean sequences per pass.
+    fn mean_sequences(&self) -> f64 {
+        match self.passes.load(Ordering::Relaxed) {
+            0 => 0.0,
+            passes => self.sequences.load(Ordering::Relaxed) as f64 / passes as f64,
+        }
+    }
 }
 
 /// A snapshot of [`Stats`] for the status endpoint.
@@ -123,40 +158,18 @@ pub struct StatsSnapshot {
 
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
-        let per_sec = |tokens: u64, nanos: u64| {
-            if nanos == 0 {
-                0.0
-            } else {
-                tokens as f64 / (nanos as f64 / 1e9)
-            }
-        };
-        let mean = |total: u64, count: u64| {
-            if count == 0 {
-                0.0
-            } else {
-                total as f64 / count as f64
-            }
-        };
-        let decode = self.decode_tokens.load(Ordering::Relaxed);
-        let steps = self.decode_steps.load(Ordering::Relaxed);
         StatsSnapshot {
             queue_depth: self.queued.load(Ordering::Relaxed),
             active_sequences: self.active.load(Ordering::Relaxed),
-            prefill_tokens: self.prefill_tokens.load(Ordering::Relaxed),
-            decode_tokens: decode,
+            prefill_tokens: self.prefill.tokens(),
+            decode_tokens: self.decode.tokens(),
             completed: self.completed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
-            prefill_tokens_per_second: per_sec(
-                self.prefill_tokens.load(Ordering::Relaxed),
-                self.prefill_nanos.load(Ordering::Relaxed),
-            ),
-            decode_tokens_per_second: per_sec(decode, self.decode_nanos.load(Ordering::Relaxed)),
-            mean_batch: mean(decode, steps),
-            mean_prefill_batch: mean(
-                self.prefill_rows.load(Ordering::Relaxed),
-                self.prefill_passes.load(Ordering::Relaxed),
-            ),
+            prefill_tokens_per_second: self.prefill.per_second(),
+            decode_tokens_per_second: self.decode.per_second(),
+            mean_batch: self.decode.mean_sequences(),
+            mean_prefill_batch: self.prefill.mean_sequences(),
         }
     }
 }
@@ -646,29 +659,15 @@ impl Worker {
     fn count(&self, nanos: u64, decoded: usize, prefilled: usize, prompts: usize) {
         let decode_nanos =
             (nanos as u128 * decoded as u128 / (decoded + prefilled).max(1) as u128) as u64;
-        let stats = &self.stats;
         if decoded > 0 {
-            stats
-                .decode_nanos
-                .fetch_add(decode_nanos, Ordering::Relaxed);
-            stats.decode_steps.fetch_add(1, Ordering::Relaxed);
-            stats
-                .decode_tokens
-                .fetch_add(decoded as u64, Ordering::Relaxed);
+            self.stats.decode.add(decode_nanos, decoded, decoded);
             metrics::counter!("llm_decode_tokens_total").increment(decoded as u64);
             metrics::histogram!("llm_decode_batch_size").record(decoded as f64);
         }
         if prompts > 0 {
-            stats
-                .prefill_nanos
-                .fetch_add(nanos - decode_nanos, Ordering::Relaxed);
-            stats
-                .prefill_tokens
-                .fetch_add(prefilled as u64, Ordering::Relaxed);
-            stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
-            stats
-                .prefill_rows
-                .fetch_add(prompts as u64, Ordering::Relaxed);
+            self.stats
+                .prefill
+                .add(nanos - decode_nanos, prefilled, prompts);
             metrics::counter!("llm_prefill_tokens_total").increment(prefilled as u64);
             metrics::histogram!("llm_prefill_batch_size").record(prompts as f64);
         }
@@ -896,23 +895,20 @@ mod tests {
         let generated = |w: &Worker| w.active.iter().map(|s| s.generated).collect::<Vec<_>>();
         // 5 + 7 + the third's first chunk of 16: one pass, two prompts complete.
         worker.step().expect("step");
-        assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.prefill.passes.load(Ordering::Relaxed), 1);
         assert_eq!(worker.decoding, 2);
         assert_eq!(cached(&worker), [5, 7, 16, 0, 0]);
         assert_eq!(generated(&worker), [1, 1, 0, 0, 0]);
         // The first two decode beside the third's last 4, the fourth's 3 and the fifth's
         // first 16 (over the budget of 16 by the chunk that was started), in one pass.
         worker.step().expect("step");
-        assert_eq!(stats.prefill_passes.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.decode_steps.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.prefill.passes.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.decode.passes.load(Ordering::Relaxed), 1);
         assert_eq!(worker.decoding, 4);
         assert_eq!(cached(&worker), [6, 8, 20, 3, 16]);
         assert_eq!(generated(&worker), [2, 2, 1, 1, 0]);
-        assert_eq!(
-            stats.prefill_tokens.load(Ordering::Relaxed),
-            5 + 7 + 20 + 3 + 16
-        );
-        assert_eq!(stats.decode_tokens.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.prefill.tokens(), 5 + 7 + 20 + 3 + 16);
+        assert_eq!(stats.decode.tokens(), 2);
         assert_eq!(stats.snapshot().mean_prefill_batch, 3.0);
     }
 
