@@ -482,6 +482,9 @@ pub struct Model {
     sin: Tensor,
     /// `cos` and `sin` as vectors, for the CPU forward pass.
     cos_sin: (Vec<f32>, Vec<f32>),
+    /// Whether every product of a row runs the project's integer kernels, for rows under
+    /// `DENSE_FROM_ROWS` tokens and from it (see [`Model::kernel_only`]).
+    kernel_rows: [bool; 2],
 }
 
 /// One row of a forward call: the sequence's cache slot, its new tokens and the position of
@@ -551,6 +554,14 @@ impl Model {
         }
         let context = max_context.min(config.context_length).max(16);
         let (cos, sin) = rotary_tables(config.head_dim, config.rope_theta, context, device)?;
+        let kernel_rows = [false, true].map(|dense| {
+            head.q8(false).is_some()
+                && layers.iter().all(|l| {
+                    [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                        .iter()
+                        .all(|m| m.q8(dense).is_some())
+                })
+        });
         Ok(Model {
             config,
             format,
@@ -565,6 +576,7 @@ impl Model {
             ),
             cos,
             sin,
+            kernel_rows,
         })
     }
 
@@ -642,13 +654,7 @@ impl Model {
     /// kernel, which computes each row on its own: such rows share a CPU pass whatever their
     /// lengths (prompt chunks of several sequences beside decode rows).
     fn kernel_only(&self, tokens: usize) -> bool {
-        let dense = tokens >= DENSE_FROM_ROWS;
-        self.head.q8(false).is_some()
-            && self.layers.iter().all(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .all(|m| m.q8(dense).is_some())
-            })
+        self.kernel_rows[usize::from(tokens >= DENSE_FROM_ROWS)]
     }
 
     /// Whether rows of `a` and `b` tokens may share a pass that is not all kernel rows (see
