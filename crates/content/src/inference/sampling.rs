@@ -198,14 +198,15 @@ thread_local! {
 /// computed.
 #[inline(always)]
 fn whole_vocabulary(logits: &[f32], weights: &[f32], top_p: f32, rng: &mut SplitMix64) -> u32 {
-    let total = lanes(weights, 0.0, |a, w| a + w)
-        .iter()
-        .map(|&s| s as f64)
-        .sum();
     if top_p >= 1.0 {
         // The whole vocabulary is the nucleus: its order does not change the distribution.
         return draw_each(weights.iter().map(|&w| w as f64), rng);
     }
+    // The mass the nucleus is a share of (`draw_each` above sums its own).
+    let total = lanes(weights, 0.0, |a, w| a + w)
+        .iter()
+        .map(|&s| s as f64)
+        .sum();
     // A peaked distribution's nucleus is among the best few; a flat one's can be thousands
     // of tokens, found by bisecting for the logit where the mass above reaches `top_p`.
     let mut ids = best(logits, 64);
