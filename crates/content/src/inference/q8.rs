@@ -1058,10 +1058,7 @@ fn kernel4_avx2<const R: usize>(
                     ._mm256_add_epi16(*sum, simd.avx2._mm256_add_epi16(pe, po));
             }
         }
-        let (Some(da), Some(oa)) = (
-            d[first..].first_chunk::<R>(),
-            offsets[first..].first_chunk::<R>(),
-        ) else {
+        let Some((da, oa)) = row_pair::<R, _>(d, offsets, first) else {
             return;
         };
         let (dw, m): (__m256, __m256) = (cast(*dw), cast(*m));
@@ -1081,8 +1078,7 @@ fn kernel4_avx2<const R: usize>(
 }
 
 /// A 4-bit block's pair of steps for rows `first..first + R`: `two` holds the even step's
-/// words of every stored row (`rows`), then the odd step's. `None` only if the rows run past
-/// the padding, which the 4-bit kernels' callers rule out.
+/// words of every stored row (`rows`), then the odd step's.
 #[inline(always)]
 fn step_pair<const R: usize>(
     two: &[i32],
@@ -1090,9 +1086,21 @@ fn step_pair<const R: usize>(
     first: usize,
 ) -> Option<(&[i32; R], &[i32; R])> {
     let (even, odd) = two.split_at(rows);
+    row_pair(even, odd, first)
+}
+
+/// Rows `first..first + R` of two per-row values of a 4-bit block: its even and odd steps'
+/// words (`step_pair`), or its scales and offsets. `None` only if the rows run past the
+/// padding, which the 4-bit kernels' callers rule out.
+#[inline(always)]
+fn row_pair<'a, const R: usize, T>(
+    a: &'a [T],
+    b: &'a [T],
+    first: usize,
+) -> Option<(&'a [T; R], &'a [T; R])> {
     Some((
-        even.get(first..)?.first_chunk::<R>()?,
-        odd.get(first..)?.first_chunk::<R>()?,
+        a.get(first..)?.first_chunk::<R>()?,
+        b.get(first..)?.first_chunk::<R>()?,
     ))
 }
 
@@ -1425,10 +1433,7 @@ mod vnni {
                     *sum = _mm512_dpbusd_epi32(*sum, hi, _mm512_set1_epi32(*o));
                 }
             }
-            let (Some(dx), Some(ox)) = (
-                d[first..].first_chunk::<R>(),
-                offsets[first..].first_chunk::<R>(),
-            ) else {
+            let Some((dx, ox)) = super::row_pair::<R, _>(d, offsets, first) else {
                 return;
             };
             let dw = _mm512_castsi512_ps(super::join(cast(*da_), cast(*db_)));
