@@ -66,11 +66,15 @@ struct Rates {
     end_to_end: f64,
 }
 
-/// The service's default prefill budget per step (`content.prefill_chunk`).
-const PREFILL_BUDGET: usize = 512;
-
-/// Our forward pass: prefill then `n` greedy decode steps of `batch` copies of the prompt.
-fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result<Rates> {
+/// Our forward pass: prefill then `n` greedy decode steps of `batch` copies of the prompt,
+/// with the service's prefill budget per step (`content.prefill_chunk`, `budget`).
+fn ours(
+    model: &Model,
+    prompt: &[u32],
+    budget: usize,
+    batch: usize,
+    n: usize,
+) -> anyhow::Result<Rates> {
     let mut cache = model.new_cache(batch)?;
     // Logits reused from pass to pass, as the service's worker keeps them.
     let mut logits = Vec::new();
@@ -78,7 +82,7 @@ fn ours(model: &Model, prompt: &[u32], batch: usize, n: usize) -> anyhow::Result
     // The prompts in the passes the worker gives prompts that arrive together: whole short
     // prompts while the step's budget lasts, the last one taking it past.
     let mut next = Vec::with_capacity(batch);
-    let per_pass = PREFILL_BUDGET.div_ceil(prompt.len().max(1));
+    let per_pass = budget.div_ceil(prompt.len().max(1));
     for first in (0..batch).step_by(per_pass) {
         let rows: Vec<Row<'_>> = (first..batch.min(first + per_pass))
             .map(|slot| Row {
@@ -537,6 +541,11 @@ fn main() -> anyhow::Result<()> {
     let path = mercato_platform::settings::resolve_path(&args.model.to_string_lossy());
     let codec = TextCodec::from_gguf_path(&path).context("reading the tokenizer")?;
     let prompt = prompt_ids(&codec)?;
+    // The prefill budget the service runs with (its settings, as `mercato serve` loads them).
+    let budget = mercato_platform::settings::Settings::load()
+        .context("loading the service's settings")?
+        .content
+        .prefill_chunk;
     match args.only.as_deref() {
         None => {}
         Some("embeddings") => return print_embeddings(),
@@ -571,7 +580,7 @@ fn main() -> anyhow::Result<()> {
         Some("decode") => {
             let model = Model::load(&path, &args.weights, usize::MAX, 2048, &Device::Cpu)?;
             for b in args.batches.split(',') {
-                let r = ours(&model, &prompt, b.trim().parse()?, args.tokens)?;
+                let r = ours(&model, &prompt, budget, b.trim().parse()?, args.tokens)?;
                 println!("| {b} | {:.1} | {:.1} |", r.decode, r.end_to_end);
             }
             return Ok(());
@@ -594,7 +603,7 @@ fn main() -> anyhow::Result<()> {
     let mut single = Vec::new();
     for format in ["file", "q8_0", "q4", "f32", "hybrid"] {
         let model = Model::load(&path, format, usize::MAX, 2048, &Device::Cpu)?;
-        single.push((format, ours(&model, &prompt, 1, args.tokens)?));
+        single.push((format, ours(&model, &prompt, budget, 1, args.tokens)?));
     }
     println!("## Single stream\n");
     println!("| path | prefill tok/s | decode tok/s | decode vs stock |");
@@ -640,11 +649,11 @@ fn main() -> anyhow::Result<()> {
         let b: usize = b.trim().parse()?;
         let mut row = Vec::new();
         for m in &models {
-            row.push(ours(m, &prompt, b, args.tokens)?);
+            row.push(ours(m, &prompt, budget, b, args.tokens)?);
         }
         let tiles_off = if amx {
             mercato_content::inference::q8::use_amx(false);
-            let r = ours(&models[0], &prompt, b, args.tokens);
+            let r = ours(&models[0], &prompt, budget, b, args.tokens);
             mercato_content::inference::q8::use_amx(true);
             format!("{:.1}", r?.decode)
         } else {
@@ -706,7 +715,7 @@ fn main() -> anyhow::Result<()> {
             let (tps, p50, p95) =
                 rt.block_on(through_api(url, &key, *clients, rounds, args.tokens, false))?;
             let one = one.unwrap_or(tps);
-            let after = ours(&default_model, &prompt, *clients, args.tokens)?.end_to_end;
+            let after = ours(&default_model, &prompt, budget, *clients, args.tokens)?.end_to_end;
             if *clients == 16 {
                 greedy_16 = Some(tps);
             }
