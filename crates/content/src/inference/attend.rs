@@ -4,9 +4,10 @@
 //! Through candle this took a handful of tensor operations per sequence and layer (views,
 //! copies, a softmax, a small matmul), whose fixed cost outweighed the arithmetic: about a
 //! sixth of a 16-sequence decode step, and more of a short prompt's prefill. Here each
-//! (sequence, key head) pair is one work item on candle's thread pool; it reads the cache in
-//! place and gives the query heads that share the key head their outputs, one new token at a
-//! time over exactly the positions that token sees.
+//! (sequence, key head) pair is one work item on candle's thread pool (a long prompt chunk's,
+//! several: runs of its tokens of about equal work); it reads the cache in place and gives the
+//! query heads that share the key head their outputs, one new token at a time over exactly the
+//! positions that token sees.
 //!
 //! The cache keeps keys in blocks of [`KEY_BLOCK`] positions, dimension-major inside a block,
 //! so one vector holds one dimension of sixteen positions: a query's scores come out sixteen
@@ -164,21 +165,30 @@ pub fn from_cache_into(
     // owns the output columns of its query heads in its tokens' rows and writes them in place.
     // A key head's columns come in token order, so each row's run of them is an item, in (key
     // head, row) order, borrowed from one vector (a vector per item cost the allocator ~1.5%
-    // of a 16-sequence decode step).
+    // of a 16-sequence decode step). A row's run is cut into several items where it holds
+    // more than a fair share of the work (`item_tokens`): a lone prompt has only one item per
+    // key head, three on the default model for two threads.
     let mut columns = super::pool::column_parts(out, width, rep * hd);
     let mut items = Vec::with_capacity(kv_heads * seqs.len());
     let mut rest = columns.as_mut_slice();
+    let share = fair_share(seqs, kv_heads);
     for g in 0..kv_heads {
         let mut first = 0;
         for (row, s) in seqs.iter().enumerate() {
-            let (outs, tail) = std::mem::take(&mut rest).split_at_mut(s.tokens);
-            items.push((row, g, first, outs));
-            rest = tail;
+            let mut j = 0;
+            while j < s.tokens {
+                let n = item_tokens(s.pos + j, s.tokens - j, share);
+                let (outs, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                items.push((row, g, first, j, outs));
+                rest = tail;
+                j += n;
+            }
             first += s.tokens;
         }
     }
-    super::pool::for_each_part(items, |_, (row, g, first, outs)| {
-        let (Span { slot, pos, .. }, g, first) = (seqs[*row], *g, *first);
+    super::pool::for_each_part(items, |_, (row, g, first, from, outs)| {
+        let (Span { slot, pos, .. }, g, first) = (seqs[*row], *g, *first + *from);
+        let pos = pos + *from;
         let base = (slot * kv_heads + g) * capacity * hd;
         SCORES.with_borrow_mut(|scores| {
             for (j, y) in outs.iter_mut().enumerate() {
@@ -196,6 +206,38 @@ pub fn from_cache_into(
             }
         })
     });
+}
+
+/// Work items per thread that a call aims at when it cuts rows (`fair_share`): enough that
+/// the last item taken leaves the other threads little to wait for.
+const ITEMS_PER_THREAD: usize = 8;
+/// The least work, in positions seen, worth an item of its own when a row is cut: tokens of a
+/// decode step or a short chunk stay whole (an item's setup costs about as much as attending
+/// over a few hundred positions).
+const MIN_ITEM_WORK: usize = 4096;
+
+/// The work, in positions seen summed over tokens, above which a call cuts a row's tokens of
+/// one key head into several items: an even split of the call's work into
+/// `ITEMS_PER_THREAD` items per thread (token j of a row sees `pos + j + 1` positions).
+fn fair_share(seqs: &[Span], kv_heads: usize) -> usize {
+    let work: usize = seqs
+        .iter()
+        .map(|s| s.tokens * (2 * s.pos + s.tokens + 1) / 2)
+        .sum();
+    (work * kv_heads / (ITEMS_PER_THREAD * super::pool::threads())).max(MIN_ITEM_WORK)
+}
+
+/// How many of `left` tokens from position `pos` one item takes: the fewest (at least one)
+/// whose positions seen reach `share`, or all of them.
+fn item_tokens(pos: usize, left: usize, share: usize) -> usize {
+    let mut work = 0;
+    for n in 1..=left {
+        work += pos + n;
+        if work >= share {
+            return n;
+        }
+    }
+    left
 }
 
 /// Softmax attention of `queries` (`[q, head_dim]`) over `len` positions, keys and values
@@ -594,13 +636,16 @@ mod tests {
 
     #[test]
     fn new_tokens_of_a_chunk_see_exactly_the_positions_before_them() {
-        let (slots, kvh, cap, hd, heads) = (3, 2, 32, 8, 4);
+        let (slots, kvh, cap, hd, heads) = (4, 2, 240, 8, 4);
         let mut rng = mercato_platform::random::SplitMix64::new(11);
         let keys = block_keys(&draw(&mut rng, slots * kvh * cap * hd, 1.0), cap, hd);
         let values = narrowed(&draw(&mut rng, slots * kvh * cap * hd, 1.0));
-        // Rows of three, five and one new tokens, one crossing a block.
-        let seqs = spans(&[(1, 4, 3), (0, 14, 5), (2, 9, 1)]);
-        let q = draw(&mut rng, 9 * heads * hd, 1.0);
+        // Rows of three, five and one new tokens, one crossing a block, and a long chunk that
+        // is cut into several work items.
+        let seqs = spans(&[(1, 4, 3), (0, 14, 5), (2, 9, 1), (3, 20, 200)]);
+        let share = fair_share(&seqs, kvh);
+        assert!(item_tokens(20, 200, share) < 200);
+        let q = draw(&mut rng, 209 * heads * hd, 1.0);
         let shape = Heads {
             heads,
             kv_heads: kvh,
@@ -621,6 +666,45 @@ mod tests {
             }
             first += tokens;
         }
+    }
+
+    #[test]
+    fn rows_are_cut_into_items_of_about_equal_work() {
+        // A lone prompt of 512 tokens, the work of one key head: 512 * 513 / 2 positions seen.
+        let seqs = spans(&[(0, 0, 512)]);
+        let share = fair_share(&seqs, 3);
+        let threads = crate::inference::pool::threads();
+        assert_eq!(
+            share,
+            (3 * 512 * 513 / 2 / (ITEMS_PER_THREAD * threads)).max(MIN_ITEM_WORK)
+        );
+        let (mut pos, mut cuts) = (0, Vec::new());
+        while pos < 512 {
+            let n = item_tokens(pos, 512 - pos, share);
+            cuts.push(n);
+            pos += n;
+        }
+        assert_eq!(cuts.iter().sum::<usize>(), 512);
+        // Later tokens see more positions, so the items shrink; every one but the last reaches
+        // the share, and none by more than one token's work.
+        assert!(cuts.windows(2).all(|w| w[0] >= w[1]));
+        let mut from = 0;
+        for (i, &n) in cuts.iter().enumerate() {
+            let work: usize = (from + 1..=from + n).sum();
+            if i + 1 < cuts.len() {
+                assert!(
+                    work >= share && work - (from + n) < share,
+                    "item {i}: {work}"
+                );
+            }
+            from += n;
+        }
+        // Decode steps and short chunks stay whole.
+        assert_eq!(
+            item_tokens(100, 1, fair_share(&spans(&[(0, 100, 1)]), 3)),
+            1
+        );
+        assert_eq!(item_tokens(0, 29, fair_share(&spans(&[(0, 0, 29)]), 3)), 29);
     }
 
     #[test]

@@ -21,8 +21,12 @@ pub fn for_each_part<P: Send>(parts: Vec<P>, work: impl Fn(usize, &mut P) + Sync
         return take();
     }
     // One item per thread (the chunked call runs them inline when called from the pool).
-    let pool = candle_core::utils::barrier_pool();
-    pool.execute_chunked(pool.n_workers() + 1, |_| take());
+    candle_core::utils::barrier_pool().execute_chunked(threads(), |_| take());
+}
+
+/// Threads of candle's pool, the calling thread included.
+pub fn threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
 }
 
 /// A part's lock on its own pair of cache lines: adjacent locks taken by different threads
@@ -59,8 +63,7 @@ pub fn column_parts(y: &mut [f32], out: usize, width: usize) -> Vec<&mut [f32]> 
 /// sizes (shrinking parts) measured slower than either. Never under `min` items per part, and
 /// a multiple of `multiple`.
 pub fn part_size(items: usize, min: usize, multiple: usize) -> usize {
-    let threads = candle_core::utils::barrier_pool().n_workers() + 1;
-    let size = items.div_ceil(2 * threads).max(min).max(1);
+    let size = items.div_ceil(2 * threads()).max(min).max(1);
     size.div_ceil(multiple.max(1)) * multiple.max(1)
 }
 
