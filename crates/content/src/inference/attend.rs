@@ -174,21 +174,21 @@ pub fn from_cache_into(
     let share = fair_share(seqs, kv_heads);
     for g in 0..kv_heads {
         let mut first = 0;
-        for (row, s) in seqs.iter().enumerate() {
+        for s in seqs {
             let mut j = 0;
             while j < s.tokens {
                 let n = item_tokens(s.pos + j, s.tokens - j, share);
                 let (outs, tail) = std::mem::take(&mut rest).split_at_mut(n);
-                items.push((row, g, first, j, outs));
+                // The item's tokens: from position pos + j, queries from first + j.
+                items.push((s.slot, s.pos + j, g, first + j, outs));
                 rest = tail;
                 j += n;
             }
             first += s.tokens;
         }
     }
-    super::pool::for_each_part(items, |_, (row, g, first, from, outs)| {
-        let (Span { slot, pos, .. }, g, first) = (seqs[*row], *g, *first + *from);
-        let pos = pos + *from;
+    super::pool::for_each_part(items, |_, (slot, pos, g, first, outs)| {
+        let (slot, pos, g, first) = (*slot, *pos, *g, *first);
         let base = (slot * kv_heads + g) * capacity * hd;
         SCORES.with_borrow_mut(|scores| {
             for (j, y) in outs.iter_mut().enumerate() {
@@ -220,16 +220,23 @@ const MIN_ITEM_WORK: usize = 4096;
 /// one key head into several items: an even split of the call's work into
 /// `ITEMS_PER_THREAD` items per thread (token j of a row sees `pos + j + 1` positions).
 fn fair_share(seqs: &[Span], kv_heads: usize) -> usize {
-    let work: usize = seqs
-        .iter()
-        .map(|s| s.tokens * (2 * s.pos + s.tokens + 1) / 2)
-        .sum();
+    let work: usize = seqs.iter().map(|s| seen(s.pos, s.tokens)).sum();
     (work * kv_heads / (ITEMS_PER_THREAD * super::pool::threads())).max(MIN_ITEM_WORK)
+}
+
+/// Positions seen by `tokens` new tokens from position `pos`, summed: (pos + 1) + ... +
+/// (pos + tokens).
+fn seen(pos: usize, tokens: usize) -> usize {
+    tokens * (2 * pos + tokens + 1) / 2
 }
 
 /// How many of `left` tokens from position `pos` one item takes: the fewest (at least one)
 /// whose positions seen reach `share`, or all of them.
 fn item_tokens(pos: usize, left: usize, share: usize) -> usize {
+    // A row within its share (every decode row, most chunks) stays whole without a walk.
+    if seen(pos, left) <= share {
+        return left;
+    }
     let mut work = 0;
     for n in 1..=left {
         work += pos + n;
